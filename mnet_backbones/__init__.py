@@ -1,0 +1,21 @@
+"""MobileNet V1-V4 as keras-hub feature-pyramid backbones.
+
+`import mnet_backbones` registers the built-in presets with keras-hub, so that
+`keras_hub.models.Backbone.from_preset("mobilenetv4_conv_small")` works.
+"""
+
+from mnet_backbones import architectures, layers
+from mnet_backbones.architectures import ARCHITECTURES
+from mnet_backbones.backbone import MobileNetBackbone, PretrainedWeightsUnavailableError
+from mnet_backbones.classifier import (
+    MobileNetImageClassifier,
+    MobileNetImageClassifierPreprocessor,
+    MobileNetImageConverter,
+)
+from mnet_backbones.presets import PRESETS, register_presets
+
+Backbone = MobileNetBackbone
+
+register_presets()
+
+__version__ = "0.1.0"

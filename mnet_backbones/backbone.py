@@ -1,0 +1,176 @@
+"""`MobileNetBackbone`: any MobileNet V1-V4 as a keras-hub feature pyramid."""
+
+import os
+
+import keras
+import keras_hub
+
+from mnet_backbones import architectures
+from mnet_backbones.builder import build_features
+from mnet_backbones.layers import check_padding
+
+# Built-in preset folders hold this file in place of weights; loading it means
+# a user asked for pretrained weights of a built-in preset.
+WEIGHTS_PLACEHOLDER = "model.weights.h5"
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "preset_files")
+
+
+class PretrainedWeightsUnavailableError(ValueError):
+    """Raised when pretrained weights are asked for but none can be had."""
+
+
+def is_builtin_placeholder(filepath):
+    path = os.path.abspath(str(filepath))
+    return path.startswith(os.path.abspath(PRESET_DIR) + os.sep)
+
+
+def validate_image_shape(image_shape):
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(
+            "image_shape must be (height, width, channels), channels last, e.g. "
+            f"(None, None, 3) or (224, 224, 3). Received: image_shape={image_shape!r}."
+        )
+    height, width, channels = image_shape
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(
+            f"The channel count of image_shape must be a positive int. Received: {image_shape!r}."
+        )
+    for size in (height, width):
+        if size is not None and (not isinstance(size, int) or size < 32):
+            raise ValueError(
+                "image_shape height and width must be None (any size) or ints of at "
+                f"least 32, the total stride. Received: image_shape={image_shape!r}."
+            )
+    return tuple(image_shape)
+
+
+def validate_width_multiplier(width_multiplier):
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)):
+        raise TypeError(f"width_multiplier must be a number. Received: {width_multiplier!r}.")
+    if not width_multiplier > 0:
+        raise ValueError(f"width_multiplier must be positive. Received: {width_multiplier!r}.")
+    return float(width_multiplier)
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
+    """MobileNet V1, V2, V3 or V4 as a keras-hub feature-pyramid backbone.
+
+    The model maps images `(batch, height, width, channels)` to the final
+    stride-32 feature map that feeds the classifier head.
+    `backbone.pyramid_outputs` holds the feature maps `"P2"`, `"P3"`, `"P4"`,
+    `"P5"` at strides 4, 8, 16 and 32 (the last block at each stride, where
+    timm's `features_only` takes them). Every level has spatial size
+    `ceil(size / stride)`, for any input of at least 32 pixels.
+
+    The backbone expects inputs normalised as its weights were trained; a
+    `MobileNetImageClassifier` from a preset carries that preprocessing.
+
+    Args:
+        architecture: name of an architecture table in
+            `mnet_backbones.architectures.ARCHITECTURES`, e.g.
+            `"mobilenetv4_conv_small"`.
+        width_multiplier: scales every channel count, rounded as the
+            reference implementation rounds it.
+        padding: `"symmetric"` (timm-trained weights) or `"same"`
+            (TensorFlow / keras.applications weights).
+        bn_epsilon: BatchNorm epsilon, 1e-5 for timm, 1e-3 for TensorFlow.
+        bn_momentum: Keras BatchNorm momentum (PyTorch's 0.1 is Keras' 0.9).
+        image_shape: `(height, width, channels)`; `None` sizes accept any size.
+        dtype: dtype policy of the layers.
+
+    Example:
+    ```python
+    import keras, numpy as np
+    import mnet_backbones
+
+    backbone = mnet_backbones.Backbone.from_preset(
+        "mobilenetv4_conv_small", load_weights=False
+    )
+    pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs)
+    features = pyramid(np.zeros((1, 224, 224, 3)))
+    {k: tuple(v.shape) for k, v in features.items()}
+    # {'P2': (1, 56, 56, 32), 'P3': (1, 28, 28, 64),
+    #  'P4': (1, 14, 14, 96), 'P5': (1, 7, 7, 960)}
+    ```
+    """
+
+    def __init__(
+        self,
+        architecture,
+        width_multiplier=1.0,
+        padding="symmetric",
+        bn_epsilon=1e-5,
+        bn_momentum=0.9,
+        image_shape=(None, None, 3),
+        dtype=None,
+        **kwargs,
+    ):
+        arch = architectures.get_architecture(architecture)
+        width_multiplier = validate_width_multiplier(width_multiplier)
+        check_padding(padding)
+        image_shape = validate_image_shape(image_shape)
+
+        # === Functional model ===
+        inputs = keras.layers.Input(shape=image_shape)
+        outputs, pyramid = build_features(
+            inputs,
+            arch,
+            width_multiplier=width_multiplier,
+            padding=padding,
+            bn_epsilon=bn_epsilon,
+            bn_momentum=bn_momentum,
+            dtype=dtype,
+        )
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.architecture = arch.name
+        self.width_multiplier = width_multiplier
+        self.padding = padding
+        self.bn_epsilon = bn_epsilon
+        self.bn_momentum = bn_momentum
+        self.image_shape = image_shape
+        self.pyramid_outputs = pyramid
+
+    @property
+    def architecture_spec(self):
+        """The `Architecture` table this backbone was built from."""
+        return architectures.get_architecture(self.architecture)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            architecture=self.architecture,
+            width_multiplier=self.width_multiplier,
+            padding=self.padding,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+            image_shape=self.image_shape,
+        )
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build a backbone from a built-in preset name or a preset folder.
+
+        Args:
+            preset: a built-in name (see `MobileNetBackbone.presets`), a
+                local preset folder, or a keras-hub handle.
+            load_weights: load pretrained weights. Built-in presets have no
+                weights yet: pass `load_weights=False` for random weights.
+        """
+        from mnet_backbones.presets import check_preset_name
+
+        check_preset_name(preset)
+        return super().from_preset(preset, load_weights=load_weights, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        if is_builtin_placeholder(filepath):
+            preset = os.path.basename(os.path.dirname(os.path.abspath(filepath)))
+            raise PretrainedWeightsUnavailableError(
+                f"No pretrained weights are shipped for the built-in preset {preset!r} "
+                "yet. Pass load_weights=False to build it with random weights, e.g. "
+                f"Backbone.from_preset({preset!r}, load_weights=False)."
+            )
+        return super().load_weights(filepath, *args, **kwargs)

@@ -1,0 +1,150 @@
+"""`MobileNetImageClassifier`: a backbone plus its generation's reference head."""
+
+import keras
+import keras_hub
+from keras_hub.src.models.task import Task
+
+from mnet_backbones.backbone import MobileNetBackbone
+
+# Keras' own activations, identical to ours, so the head serialises by name.
+KERAS_ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "hard_swish": "hard_silu", "gelu": "gelu"}
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class MobileNetImageConverter(keras_hub.layers.ImageConverter):
+    """Resizes and normalises images as a preset's weights expect."""
+
+    backbone_cls = MobileNetBackbone
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class MobileNetImageClassifierPreprocessor(keras_hub.models.ImageClassifierPreprocessor):
+    """Applies a `MobileNetImageConverter` before classification."""
+
+    backbone_cls = MobileNetBackbone
+    image_converter_cls = MobileNetImageConverter
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
+    """A MobileNet classifier with the reference head of its generation.
+
+    Global average pooling, then:
+    - V1 and V2: dropout and a dense layer to the classes;
+    - V3: a dense layer (1280 or 1024 units, with bias), the model's
+      activation, dropout, the dense classes layer;
+    - V4: a dense layer (1280 units, no bias), BatchNorm, the activation,
+      dropout, the dense classes layer.
+
+    The output is logits. With 1000 classes the trainable parameter count
+    equals the reference ImageNet model's.
+
+    Args:
+        backbone: a `MobileNetBackbone`.
+        num_classes: number of classes.
+        preprocessor: optional `MobileNetImageClassifierPreprocessor`; presets
+            attach one that resizes and normalises raw images.
+        dropout: dropout rate before the classes layer.
+        activation: activation of the outputs (None: logits).
+        head_dtype: dtype policy of the head (default: the backbone's).
+
+    Example:
+    ```python
+    import numpy as np
+    import mnet_backbones
+
+    classifier = mnet_backbones.MobileNetImageClassifier.from_preset(
+        "mobilenetv3_small_100", num_classes=10, load_weights=False
+    )
+    logits = classifier.predict(np.random.randint(0, 256, (2, 224, 224, 3)))
+    logits.shape  # (2, 10)
+    ```
+    """
+
+    backbone_cls = MobileNetBackbone
+    preprocessor_cls = MobileNetImageClassifierPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        preprocessor=None,
+        dropout=0.0,
+        activation=None,
+        head_dtype=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, MobileNetBackbone):
+            raise TypeError(
+                "backbone must be a mnet_backbones.MobileNetBackbone. "
+                f"Received: {type(backbone).__name__}."
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int. Received: {num_classes!r}.")
+        head_dtype = head_dtype or backbone.dtype_policy
+        arch = backbone.architecture_spec
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.pooler = keras.layers.GlobalAveragePooling2D(dtype=head_dtype, name="pooler")
+        self.head_dense = None
+        self.head_norm = None
+        if arch.head_filters:
+            self.head_dense = keras.layers.Dense(
+                arch.head_filters, use_bias=arch.head_bias, dtype=head_dtype, name="head_dense"
+            )
+            if arch.head_norm:
+                self.head_norm = keras.layers.BatchNormalization(
+                    epsilon=backbone.bn_epsilon,
+                    momentum=backbone.bn_momentum,
+                    dtype=head_dtype,
+                    name="head_norm",
+                )
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=head_dtype, name="output_dropout")
+        self.output_dense = keras.layers.Dense(
+            num_classes, activation=activation, dtype=head_dtype, name="predictions"
+        )
+
+        # === Functional model ===
+        inputs = self.backbone.input
+        x = self.pooler(self.backbone(inputs))
+        if self.head_dense is not None:
+            x = self.head_dense(x)
+            if self.head_norm is not None:
+                x = self.head_norm(x)
+            x = keras.layers.Activation(
+                KERAS_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation"
+            )(x)
+        outputs = self.output_dense(self.output_dropout(x))
+        Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.dropout = dropout
+        self.activation = activation
+        self.pooling = "avg"
+
+    def get_config(self):
+        config = Task.get_config(self)
+        config.update(
+            num_classes=self.num_classes,
+            dropout=self.dropout,
+            activation=self.activation,
+        )
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build a classifier from a built-in preset name or a preset folder.
+
+        Args:
+            preset: a built-in name, a local preset folder, or a handle.
+            load_weights: load pretrained weights (pass `False` for random
+                weights; built-in presets ship none yet).
+            **kwargs: e.g. `num_classes`, `dropout`.
+        """
+        from mnet_backbones.presets import check_preset_name
+
+        check_preset_name(preset)
+        return super().from_preset(preset, load_weights=load_weights, **kwargs)

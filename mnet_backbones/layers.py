@@ -1,0 +1,592 @@
+"""The layer vocabulary of the MobileNet family.
+
+Five layers build every variant: `ConvBNAct`, `SqueezeExcite`,
+`InvertedBottleneck` (the universal inverted bottleneck), `FusedInvertedBottleneck`
+and `MobileMultiQueryAttention`. All use `keras.ops` only, so they run on
+TensorFlow, JAX and PyTorch, and all round-trip through `get_config`.
+
+Padding is configuration. `"symmetric"` pads `k // 2` on every side of a
+strided convolution, as PyTorch (and so timm) does; `"same"` is TensorFlow's
+rule, which pads a stride-2 convolution on an even input only at the bottom and
+right. Both give the same shapes; weights are only correct under the
+convention they were trained with.
+"""
+
+import keras
+from keras import ops
+
+from mnet_backbones.architectures import make_divisible
+
+PADDINGS = ("symmetric", "same")
+
+
+def hard_sigmoid(x):
+    return ops.relu6(x + 3.0) / 6.0
+
+
+def hard_swish(x):
+    return x * ops.relu6(x + 3.0) / 6.0
+
+
+def gelu(x):
+    # timm's nn.GELU is the exact (erf) form; keras.ops.gelu defaults to tanh.
+    return ops.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {
+    "relu": ops.relu,
+    "relu6": ops.relu6,
+    "hard_swish": hard_swish,
+    "hard_sigmoid": hard_sigmoid,
+    "gelu": gelu,
+    "sigmoid": ops.sigmoid,
+    None: None,
+}
+
+
+def get_activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown activation {name!r}. Valid names: "
+            f"{sorted(k for k in ACTIVATIONS if k)}."
+        )
+    return ACTIVATIONS[name]
+
+
+def check_padding(padding):
+    if padding not in PADDINGS:
+        raise ValueError(f"Unknown padding {padding!r}. Valid values: {PADDINGS}.")
+    return padding
+
+
+def _pad_symmetric(x, kernel_size, dilation_rate=1):
+    pad = dilation_rate * (kernel_size - 1) // 2
+    if pad == 0:
+        return x
+    return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+
+def _ceil_div(size, stride):
+    return None if size is None else -(-size // stride)
+
+
+class _MobileLayer(keras.layers.Layer):
+    """Shared plumbing: BatchNorm settings and sublayer dtype."""
+
+    def __init__(self, padding="symmetric", bn_epsilon=1e-5, bn_momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = check_padding(padding)
+        self.bn_epsilon = bn_epsilon
+        self.bn_momentum = bn_momentum
+
+    def _batch_norm(self, name):
+        return keras.layers.BatchNormalization(
+            epsilon=self.bn_epsilon,
+            momentum=self.bn_momentum,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def _conv(self, filters, kernel_size=1, strides=1, name=None, **kwargs):
+        return ConvBNAct(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=self.padding,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+            dtype=self.dtype_policy,
+            name=name,
+            **kwargs,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            padding=self.padding,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class ConvBNAct(_MobileLayer):
+    """Convolution (full or depthwise), optional BatchNorm, optional activation.
+
+    Args:
+        filters: output channels; ignored (must equal the input) when
+            `depthwise=True`.
+        kernel_size: square kernel size.
+        strides: 1 or 2.
+        depthwise: a depthwise convolution instead of a full one.
+        activation: a name from `ACTIVATIONS` or None.
+        use_bn: follow the convolution with BatchNorm.
+        use_bias: give the convolution a bias (only without BatchNorm).
+        dilation_rate: dilation of the kernel.
+        padding: `"symmetric"` (timm) or `"same"` (TensorFlow).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=1,
+        strides=1,
+        depthwise=False,
+        activation=None,
+        use_bn=True,
+        use_bias=False,
+        dilation_rate=1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.depthwise = depthwise
+        self.activation = activation
+        self.use_bn = use_bn
+        self.use_bias = use_bias
+        self.dilation_rate = dilation_rate
+        self._activation_fn = get_activation(activation)
+        # Stride-1 convolutions with odd kernels pad alike in both conventions.
+        self._pad_explicitly = self.padding == "symmetric" and strides > 1
+        conv_padding = "valid" if self._pad_explicitly else "same"
+        common = dict(
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=conv_padding,
+            dilation_rate=dilation_rate,
+            use_bias=use_bias,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        if depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(**common)
+        else:
+            self.conv = keras.layers.Conv2D(filters, **common)
+        self.bn = self._batch_norm("bn") if use_bn else None
+
+    def build(self, input_shape):
+        shape = input_shape
+        if self._pad_explicitly:
+            pad = self.dilation_rate * (self.kernel_size - 1)
+            shape = (
+                shape[0],
+                None if shape[1] is None else shape[1] + pad,
+                None if shape[2] is None else shape[2] + pad,
+                shape[3],
+            )
+        self.conv.build(shape)
+        if self.bn is not None:
+            self.bn.build(self.conv.compute_output_shape(shape))
+
+    def call(self, x, training=None):
+        if self._pad_explicitly:
+            x = _pad_symmetric(x, self.kernel_size, self.dilation_rate)
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        if self._activation_fn is not None:
+            x = self._activation_fn(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1] if self.depthwise else self.filters
+        return (
+            input_shape[0],
+            _ceil_div(input_shape[1], self.strides),
+            _ceil_div(input_shape[2], self.strides),
+            channels,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            depthwise=self.depthwise,
+            activation=self.activation,
+            use_bn=self.use_bn,
+            use_bias=self.use_bias,
+            dilation_rate=self.dilation_rate,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class SqueezeExcite(keras.layers.Layer):
+    """Squeeze-and-excitation: global pool, 1x1 reduce, 1x1 expand, gate.
+
+    Args:
+        reduced_filters: channels of the bottleneck.
+        activation: activation after the reduction (ReLU in V3).
+        gate: gating activation (hard sigmoid in V3).
+    """
+
+    def __init__(self, reduced_filters, activation="relu", gate="hard_sigmoid", **kwargs):
+        super().__init__(**kwargs)
+        self.reduced_filters = reduced_filters
+        self.activation = activation
+        self.gate = gate
+        self._activation_fn = get_activation(activation)
+        self._gate_fn = get_activation(gate)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.reduce = keras.layers.Conv2D(
+            self.reduced_filters, 1, dtype=self.dtype_policy, name="reduce"
+        )
+        self.expand = keras.layers.Conv2D(channels, 1, dtype=self.dtype_policy, name="expand")
+        self.reduce.build((None, 1, 1, channels))
+        self.expand.build((None, 1, 1, self.reduced_filters))
+
+    def call(self, x):
+        scale = ops.mean(x, axis=(1, 2), keepdims=True)
+        scale = self._activation_fn(self.reduce(scale))
+        return x * self._gate_fn(self.expand(scale))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            reduced_filters=self.reduced_filters,
+            activation=self.activation,
+            gate=self.gate,
+        )
+        return config
+
+
+class _ResidualBlock(_MobileLayer):
+    """Residual plumbing shared by the bottleneck and attention blocks."""
+
+    def __init__(self, filters, strides=1, residual=True, layer_scale=None, **kwargs):
+        super().__init__(**kwargs)
+        if strides not in (1, 2):
+            raise ValueError(f"strides must be 1 or 2, got {strides!r}.")
+        self.filters = filters
+        self.strides = strides
+        self.residual = residual
+        self.layer_scale = layer_scale
+
+    def _build_residual(self, input_shape):
+        self._use_residual = (
+            self.residual and self.strides == 1 and input_shape[-1] == self.filters
+        )
+        if self.layer_scale is not None:
+            self.gamma = self.add_weight(
+                name="gamma",
+                shape=(self.filters,),
+                initializer=keras.initializers.Constant(self.layer_scale),
+            )
+
+    def _finish(self, x, shortcut):
+        if self.layer_scale is not None:
+            x = x * ops.cast(self.gamma, x.dtype)
+        if self._use_residual:
+            x = x + shortcut
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (
+            input_shape[0],
+            _ceil_div(input_shape[1], self.strides),
+            _ceil_div(input_shape[2], self.strides),
+            self.filters,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            strides=self.strides,
+            residual=self.residual,
+            layer_scale=self.layer_scale,
+        )
+        return config
+
+
+def _build_chain(layers, shape):
+    for layer in layers:
+        if layer is not None:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+    return shape
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class InvertedBottleneck(_ResidualBlock):
+    """Universal inverted bottleneck (MobileNetV4), covering V1-V3 blocks too.
+
+    `[dw start + BN] -> [1x1 expand + BN + act] -> [dw mid + BN + act] -> [SE]
+    -> 1x1 project + BN [+ act] -> [dw end + BN] -> [layer scale] -> [+ input]`
+
+    Args:
+        filters: output channels.
+        expand_ratio: expansion of the input channels (rounded to a multiple
+            of 8); 0 for no expansion convolution (depthwise-separable).
+        start_kernel / mid_kernel / end_kernel: depthwise kernel sizes before
+            the expansion, after it, and after the projection; 0 for none.
+            The stride goes to the first depthwise convolution present of
+            mid, start, end.
+        strides: 1 or 2.
+        se_ratio: squeeze-excite reduction of the expanded channels; 0: none.
+        activation: activation of expansion and mid depthwise.
+        project_activation: apply the activation after the projection too
+            (the V1 depthwise-separable block).
+        residual: add the input when shapes allow.
+        layer_scale: initial per-channel scale of the branch, or None.
+    """
+
+    def __init__(
+        self,
+        filters,
+        expand_ratio=4.0,
+        start_kernel=0,
+        mid_kernel=3,
+        end_kernel=0,
+        strides=1,
+        se_ratio=0.0,
+        activation="relu",
+        project_activation=False,
+        se_activation="relu",
+        se_gate="hard_sigmoid",
+        residual=True,
+        layer_scale=None,
+        **kwargs,
+    ):
+        super().__init__(filters, strides=strides, residual=residual, layer_scale=layer_scale, **kwargs)
+        if strides > 1 and not (start_kernel or mid_kernel or end_kernel):
+            raise ValueError("A strided InvertedBottleneck needs a depthwise kernel.")
+        self.expand_ratio = expand_ratio
+        self.start_kernel = start_kernel
+        self.mid_kernel = mid_kernel
+        self.end_kernel = end_kernel
+        self.se_ratio = se_ratio
+        self.activation = activation
+        self.project_activation = project_activation
+        self.se_activation = se_activation
+        self.se_gate = se_gate
+        get_activation(activation)
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if self.expand_ratio:
+            mid_channels = make_divisible(in_channels * self.expand_ratio)
+        else:
+            mid_channels = in_channels
+        stride_start = self.strides if self.start_kernel and not self.mid_kernel else 1
+        stride_end = (
+            self.strides if self.end_kernel and not (self.start_kernel or self.mid_kernel) else 1
+        )
+        dw = dict(depthwise=True)
+        self.dw_start = (
+            self._conv(in_channels, self.start_kernel, stride_start, name="dw_start", **dw)
+            if self.start_kernel
+            else None
+        )
+        self.expand = (
+            self._conv(mid_channels, 1, activation=self.activation, name="expand")
+            if self.expand_ratio
+            else None
+        )
+        self.dw_mid = (
+            self._conv(
+                mid_channels,
+                self.mid_kernel,
+                self.strides,
+                activation=self.activation,
+                name="dw_mid",
+                **dw,
+            )
+            if self.mid_kernel
+            else None
+        )
+        self.se = None
+        if self.se_ratio:
+            self.se = SqueezeExcite(
+                make_divisible(mid_channels * self.se_ratio),
+                activation=self.se_activation,
+                gate=self.se_gate,
+                dtype=self.dtype_policy,
+                name="se",
+            )
+        self.project = self._conv(
+            self.filters,
+            1,
+            activation=self.activation if self.project_activation else None,
+            name="project",
+        )
+        self.dw_end = (
+            self._conv(self.filters, self.end_kernel, stride_end, name="dw_end", **dw)
+            if self.end_kernel
+            else None
+        )
+        _build_chain(
+            [self.dw_start, self.expand, self.dw_mid, self.se, self.project, self.dw_end],
+            input_shape,
+        )
+        self._build_residual(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in (self.dw_start, self.expand, self.dw_mid):
+            if layer is not None:
+                x = layer(x, training=training)
+        if self.se is not None:
+            x = self.se(x)
+        x = self.project(x, training=training)
+        if self.dw_end is not None:
+            x = self.dw_end(x, training=training)
+        return self._finish(x, inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            expand_ratio=self.expand_ratio,
+            start_kernel=self.start_kernel,
+            mid_kernel=self.mid_kernel,
+            end_kernel=self.end_kernel,
+            se_ratio=self.se_ratio,
+            activation=self.activation,
+            project_activation=self.project_activation,
+            se_activation=self.se_activation,
+            se_gate=self.se_gate,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class FusedInvertedBottleneck(_ResidualBlock):
+    """Fused inverted bottleneck: k x k expansion conv + BN + act, 1x1 project + BN.
+
+    Args:
+        filters: output channels.
+        expand_ratio: expansion of the input channels (rounded to 8).
+        kernel_size: kernel of the expansion convolution, which carries the stride.
+        strides: 1 or 2.
+        activation: activation after the expansion.
+    """
+
+    def __init__(self, filters, expand_ratio=4.0, kernel_size=3, strides=1, activation="relu", **kwargs):
+        super().__init__(filters, strides=strides, **kwargs)
+        self.expand_ratio = expand_ratio
+        self.kernel_size = kernel_size
+        self.activation = activation
+        get_activation(activation)
+
+    def build(self, input_shape):
+        mid_channels = make_divisible(input_shape[-1] * self.expand_ratio)
+        self.expand = self._conv(
+            mid_channels, self.kernel_size, self.strides, activation=self.activation, name="expand"
+        )
+        self.project = self._conv(self.filters, 1, name="project")
+        _build_chain([self.expand, self.project], input_shape)
+        self._build_residual(input_shape)
+
+    def call(self, inputs, training=None):
+        x = self.expand(inputs, training=training)
+        x = self.project(x, training=training)
+        return self._finish(x, inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            expand_ratio=self.expand_ratio,
+            kernel_size=self.kernel_size,
+            activation=self.activation,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
+class MobileMultiQueryAttention(_ResidualBlock):
+    """Mobile multi-query attention block (MobileNetV4 hybrid models).
+
+    BatchNorm, then attention in which all heads share one key and one value
+    projection; keys and values may first be downsampled by a strided
+    depthwise convolution + BatchNorm. The branch is scaled per channel
+    (layer scale) and added to the input.
+
+    Args:
+        filters: output channels.
+        num_heads: query heads.
+        key_dim: channels per head of queries, and of the shared key and value.
+        kv_strides: spatial downsampling of keys and values (1 or 2).
+        kernel_size: depthwise kernel of that downsampling.
+        layer_scale: initial per-channel scale of the branch, or None.
+    """
+
+    def __init__(self, filters, num_heads=4, key_dim=64, kv_strides=1, kernel_size=3, **kwargs):
+        super().__init__(filters, strides=1, **kwargs)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.kv_strides = kv_strides
+        self.kernel_size = kernel_size
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.norm = self._batch_norm("norm")
+        self.norm.build(input_shape)
+
+        def projection(filters, name):
+            layer = keras.layers.Conv2D(filters, 1, use_bias=False, dtype=self.dtype_policy, name=name)
+            layer.build((None, None, None, channels))
+            return layer
+
+        def downsample(name):
+            if self.kv_strides == 1:
+                return None
+            layer = self._conv(
+                channels, self.kernel_size, self.kv_strides, depthwise=True, name=name
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query = projection(self.num_heads * self.key_dim, "query")
+        self.key_down = downsample("key_down")
+        self.key = projection(self.key_dim, "key")
+        self.value_down = downsample("value_down")
+        self.value = projection(self.key_dim, "value")
+        self.output_proj = keras.layers.Conv2D(
+            self.filters, 1, use_bias=False, dtype=self.dtype_policy, name="output"
+        )
+        self.output_proj.build((None, None, None, self.num_heads * self.key_dim))
+        self._build_residual(input_shape)
+
+    def _key_value(self, x, down, proj, training):
+        if down is not None:
+            x = down(x, training=training)
+        x = proj(x)
+        batch = ops.shape(x)[0]
+        return ops.reshape(x, (batch, 1, -1, self.key_dim))  # (B, 1, P, d)
+
+    def call(self, inputs, training=None):
+        x = self.norm(inputs, training=training)
+        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        q = ops.reshape(self.query(x), (batch, -1, self.num_heads, self.key_dim))
+        q = ops.transpose(q, (0, 2, 1, 3))  # (B, heads, L, d)
+        k = self._key_value(x, self.key_down, self.key, training)
+        v = self._key_value(x, self.value_down, self.value, training)
+        q = q * ops.cast(self.key_dim**-0.5, q.dtype)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))  # (B, heads, L, P)
+        # Softmax in float32: float16 logits overflow in long sequences.
+        weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
+        out = ops.matmul(weights, v)  # (B, heads, L, d)
+        out = ops.transpose(out, (0, 2, 1, 3))
+        out = ops.reshape(out, (batch, height, width, self.num_heads * self.key_dim))
+        return self._finish(self.output_proj(out), inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["strides"], config["residual"]
+        config.update(
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            kv_strides=self.kv_strides,
+            kernel_size=self.kernel_size,
+        )
+        return config

@@ -1,0 +1,261 @@
+"""The built-in presets: one row per published MobileNet configuration.
+
+Each preset names an architecture table, a width multiplier and the padding
+and BatchNorm epsilon its reference weights were trained with: timm's own
+models pad symmetrically with epsilon 1e-5, keras.applications (and timm's
+`tf_*` ports) use TensorFlow "same" padding with epsilon 1e-3.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    architecture: str
+    width_multiplier: float
+    resolution: int
+    padding: str
+    bn_epsilon: float
+    description: str
+    weights: Tuple[str, ...] = ()  # timm hub tags, best first
+    # Input normalisation of the reference weights, on [0, 1] pixels.
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+    @property
+    def backbone_config(self):
+        return dict(
+            architecture=self.architecture,
+            width_multiplier=self.width_multiplier,
+            padding=self.padding,
+            bn_epsilon=self.bn_epsilon,
+        )
+
+
+TIMM = dict(padding="symmetric", bn_epsilon=1e-5)
+# keras.applications scales pixels to [-1, 1] and resizes bilinearly.
+TF = dict(padding="same", bn_epsilon=1e-3, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear")
+INCEPTION_NORM = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _preset(name, architecture, width, resolution, convention, description, weights=()):
+    return Preset(
+        name, architecture, width, resolution, description=description, weights=weights, **convention
+    )
+
+
+_PRESET_LIST = [
+    _preset("mobilenetv1_025", "mobilenetv1", 0.25, 224, TF, "MobileNetV1, width 0.25 (keras.applications)."),
+    _preset("mobilenetv1_050", "mobilenetv1", 0.5, 224, TF, "MobileNetV1, width 0.5 (keras.applications)."),
+    _preset("mobilenetv1_075", "mobilenetv1", 0.75, 224, TF, "MobileNetV1, width 0.75 (keras.applications)."),
+    _preset("mobilenetv1_100", "mobilenetv1", 1.0, 224, {**TIMM, **INCEPTION_NORM}, "MobileNetV1, width 1.0 (timm).", ("ra4_e3600_r224_in1k",)),
+    _preset("mobilenetv2_035", "mobilenetv2", 0.35, 224, TF, "MobileNetV2, width 0.35 (keras.applications)."),
+    _preset("mobilenetv2_050", "mobilenetv2", 0.5, 224, TIMM, "MobileNetV2, width 0.5 (timm).", ("lamb_in1k",)),
+    _preset("mobilenetv2_075", "mobilenetv2", 0.75, 224, TF, "MobileNetV2, width 0.75 (keras.applications)."),
+    _preset("mobilenetv2_100", "mobilenetv2", 1.0, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.0 (timm).", ("ra_in1k",)),
+    _preset("mobilenetv2_140", "mobilenetv2", 1.4, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.4 (timm).", ("ra_in1k",)),
+    _preset("mobilenetv3_small_050", "mobilenetv3_small", 0.5, 224, TIMM, "MobileNetV3-Small, width 0.5.", ("lamb_in1k",)),
+    _preset("mobilenetv3_small_075", "mobilenetv3_small", 0.75, 224, TIMM, "MobileNetV3-Small, width 0.75.", ("lamb_in1k",)),
+    _preset("mobilenetv3_small_100", "mobilenetv3_small", 1.0, 224, TIMM, "MobileNetV3-Small, width 1.0.", ("lamb_in1k",)),
+    _preset("mobilenetv3_large_075", "mobilenetv3_large", 0.75, 224, TF, "MobileNetV3-Large, width 0.75 (keras.applications)."),
+    _preset(
+        "mobilenetv3_large_100",
+        "mobilenetv3_large",
+        1.0,
+        224,
+        TIMM,
+        "MobileNetV3-Large, width 1.0.",
+        ("ra_in1k", "ra4_e3600_r224_in1k", "miil_in21k_ft_in1k"),
+    ),
+    _preset(
+        "mobilenetv3_small_minimal_100",
+        "mobilenetv3_small_minimal",
+        1.0,
+        224,
+        TF,
+        "MobileNetV3-Small minimalistic (ReLU, 3x3, no SE).",
+    ),
+    _preset(
+        "mobilenetv3_large_minimal_100",
+        "mobilenetv3_large_minimal",
+        1.0,
+        224,
+        TF,
+        "MobileNetV3-Large minimalistic (ReLU, 3x3, no SE).",
+    ),
+    _preset(
+        "mobilenetv4_conv_small",
+        "mobilenetv4_conv_small",
+        1.0,
+        224,
+        TIMM,
+        "MobileNetV4 conv small.",
+        ("e2400_r224_in1k", "e1200_r224_in1k", "e3600_r256_in1k"),
+    ),
+    _preset(
+        "mobilenetv4_conv_medium",
+        "mobilenetv4_conv_medium",
+        1.0,
+        256,
+        TIMM,
+        "MobileNetV4 conv medium.",
+        ("e500_r256_in1k", "e500_r224_in1k", "e250_r384_in12k_ft_in1k"),
+    ),
+    _preset(
+        "mobilenetv4_conv_large",
+        "mobilenetv4_conv_large",
+        1.0,
+        384,
+        TIMM,
+        "MobileNetV4 conv large.",
+        ("e600_r384_in1k", "e500_r256_in1k"),
+    ),
+    _preset(
+        "mobilenetv4_hybrid_medium",
+        "mobilenetv4_hybrid_medium",
+        1.0,
+        256,
+        TIMM,
+        "MobileNetV4 hybrid medium (conv + mobile MQA).",
+        ("ix_e550_r256_in1k", "e500_r224_in1k", "e200_r256_in12k_ft_in1k"),
+    ),
+    _preset(
+        "mobilenetv4_hybrid_large",
+        "mobilenetv4_hybrid_large",
+        1.0,
+        384,
+        TIMM,
+        "MobileNetV4 hybrid large (conv + mobile MQA, GELU).",
+        ("ix_e600_r384_in1k", "e600_r384_in1k"),
+    ),
+]
+
+PRESETS = {preset.name: preset for preset in _PRESET_LIST}
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+def check_preset_name(preset):
+    """Raise a ValueError listing the valid names for an unknown preset name.
+
+    Handles (`hf://...`, `kaggle://...`) and existing folders pass through.
+    """
+    if not isinstance(preset, str):
+        raise TypeError(
+            "preset must be a preset name, a folder path or a handle string. "
+            f"Received: {preset!r} of type {type(preset).__name__}."
+        )
+    if "://" in preset or os.path.exists(preset) or preset in PRESETS:
+        return
+    raise ValueError(
+        f"Unknown preset {preset!r}: not a built-in name, an existing folder or a "
+        f"handle. Valid built-in presets: {sorted(PRESETS)}."
+    )
+
+
+def image_converter_config(preset):
+    """keras-hub serialisation of the preset's image converter."""
+    # pixels in [0, 255] -> (pixel / 255 - mean) / std
+    scale = [1.0 / (255.0 * s) for s in preset.std]
+    offset = [-m / s for m, s in zip(preset.mean, preset.std)]
+    return {
+        "module": "mnet_backbones.classifier",
+        "class_name": "MobileNetImageConverter",
+        "config": {
+            "name": "mobile_net_image_converter",
+            "trainable": True,
+            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}},
+            "image_size": [preset.resolution, preset.resolution],
+            "scale": scale,
+            "offset": offset,
+            "interpolation": preset.interpolation,
+            "antialias": False,
+            "crop_to_aspect_ratio": True,
+            "pad_to_aspect_ratio": False,
+            "bounding_box_format": "yxyx",
+        },
+        "registered_name": "mnet_backbones>MobileNetImageConverter",
+    }
+
+
+def preset_files(preset):
+    """The files of a built-in preset folder, as {file name: text}."""
+    config = {
+        "module": "mnet_backbones.backbone",
+        "class_name": "MobileNetBackbone",
+        "config": {
+            "name": "mobile_net_backbone",
+            "trainable": True,
+            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}},
+            **preset.backbone_config,
+            "bn_momentum": 0.9,
+            "image_shape": [None, None, 3],
+        },
+        "registered_name": "mnet_backbones>MobileNetBackbone",
+    }
+    metadata = {
+        "keras_version": "3",
+        "keras_hub_version": "0",
+        "parameter_count": None,
+        "date_saved": None,
+        "preset": preset.name,
+        "description": preset.description,
+    }
+    placeholder = (
+        "Placeholder: mnet-backbones resolves the weights of built-in presets on "
+        "demand (MobileNetBackbone.load_weights). This is not an HDF5 file.\n"
+    )
+    return {
+        "config.json": json.dumps(config, indent=4) + "\n",
+        "image_converter.json": json.dumps(image_converter_config(preset), indent=4) + "\n",
+        "metadata.json": json.dumps(metadata, indent=4) + "\n",
+        "model.weights.h5": placeholder,
+    }
+
+
+def write_preset_files(root):
+    """Write every built-in preset folder under `root` (run by `make_presets`)."""
+    for preset in PRESETS.values():
+        folder = os.path.join(root, preset.name)
+        os.makedirs(folder, exist_ok=True)
+        for file_name, text in preset_files(preset).items():
+            with open(os.path.join(folder, file_name), "w", encoding="utf-8") as f:
+                f.write(text)
+
+
+def register_presets():
+    """Make the built-in names known to keras-hub's `from_preset`."""
+    from keras_hub.src.utils.preset_utils import register_presets as keras_hub_register
+
+    from mnet_backbones.backbone import PRESET_DIR, MobileNetBackbone
+
+    keras_hub_register(
+        {
+            name: {
+                "metadata": {
+                    "description": preset.description,
+                    "params": None,
+                    "path": "mnet_backbones",
+                },
+                "kaggle_handle": os.path.join(PRESET_DIR, name),
+            }
+            for name, preset in PRESETS.items()
+        },
+        MobileNetBackbone,
+    )
+
+
+if __name__ == "__main__":
+    # python -m mnet_backbones.presets: regenerate the shipped preset folders.
+    from mnet_backbones.backbone import PRESET_DIR
+
+    write_preset_files(PRESET_DIR)
