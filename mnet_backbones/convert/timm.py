@@ -1,0 +1,222 @@
+"""timm checkpoints (`config.json` + `model.safetensors`) -> our models.
+
+One mapping for the whole family: it walks the same architecture table the
+builder walked, and for every layer names the timm tensors that fill it.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from mnet_backbones import architectures
+from mnet_backbones.architectures import MQA, UIB, Conv, FusedIB
+from mnet_backbones.convert.mapping import (
+    WeightMismatchError,
+    assign_all,
+    conv_kernel,
+    dense_kernel,
+    depthwise_kernel,
+    identity,
+)
+from mnet_backbones.presets import PRESETS
+
+TIMM_CONFIG = "config.json"
+TIMM_WEIGHTS = "model.safetensors"
+# timm's `tf_*` models are ports of TensorFlow checkpoints: TF padding and eps.
+TF_PREFIX = "tf_"
+
+
+def is_timm_snapshot(path):
+    """Whether `path` is a local folder holding a timm hub snapshot."""
+    config_path = os.path.join(str(path), TIMM_CONFIG)
+    if not os.path.isfile(config_path):
+        return False
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError:
+            return False
+    return "architecture" in config and "registered_name" not in config
+
+
+def backbone_config_for(timm_architecture):
+    """Our backbone arguments for a timm architecture name."""
+    tf_port = timm_architecture.startswith(TF_PREFIX)
+    name = timm_architecture[len(TF_PREFIX) :] if tf_port else timm_architecture
+    if name not in PRESETS:
+        supported = sorted(PRESETS) + sorted(TF_PREFIX + n for n in PRESETS if "mobilenetv3" in n)
+        raise ValueError(
+            f"timm architecture {timm_architecture!r} is not a MobileNet this package "
+            f"builds. Supported timm architectures: {supported}."
+        )
+    preset = PRESETS[name]
+    return dict(
+        architecture=preset.architecture,
+        width_multiplier=preset.width_multiplier,
+        padding="same" if tf_port else "symmetric",
+        bn_epsilon=1e-3 if tf_port else 1e-5,
+    )
+
+
+def read_state_dict(folder):
+    """Every tensor of the snapshot as float32 numpy (float16 is widened)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = os.path.join(str(folder), TIMM_WEIGHTS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No {TIMM_WEIGHTS} in timm snapshot folder {folder!r}.")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightMismatchError(
+            f"Cannot read {path!r} ({error}); the file is truncated or not safetensors."
+        ) from error
+    return {
+        key: value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+        for key, value in tensors.items()
+    }
+
+
+def read_config(folder):
+    with open(os.path.join(str(folder), TIMM_CONFIG), encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# The mapping: (our variable, timm key, transform) for every weight.
+
+
+def _batch_norm(bn, key):
+    yield bn.gamma, f"{key}.weight", identity
+    yield bn.beta, f"{key}.bias", identity
+    yield bn.moving_mean, f"{key}.running_mean", identity
+    yield bn.moving_variance, f"{key}.running_var", identity
+
+
+def _conv_bn(layer, conv_key, bn_key):
+    transform = depthwise_kernel if layer.depthwise else conv_kernel
+    yield layer.conv.kernel, f"{conv_key}.weight", transform
+    if layer.use_bias:
+        yield layer.conv.bias, f"{conv_key}.bias", identity
+    if layer.bn is not None:
+        yield from _batch_norm(layer.bn, bn_key)
+
+
+def _squeeze_excite(se, key):
+    yield se.reduce.kernel, f"{key}.conv_reduce.weight", conv_kernel
+    yield se.reduce.bias, f"{key}.conv_reduce.bias", identity
+    yield se.expand.kernel, f"{key}.conv_expand.weight", conv_kernel
+    yield se.expand.bias, f"{key}.conv_expand.bias", identity
+
+
+def _optional(layer, conv_key, bn_key):
+    if layer is not None:
+        yield from _conv_bn(layer, conv_key, bn_key)
+
+
+def _inverted_bottleneck(layer, key, generation):
+    if generation == 4:  # timm UniversalInvertedResidual
+        for part, timm_part in (
+            ("dw_start", "dw_start"),
+            ("expand", "pw_exp"),
+            ("dw_mid", "dw_mid"),
+            ("project", "pw_proj"),
+            ("dw_end", "dw_end"),
+        ):
+            yield from _optional(getattr(layer, part), f"{key}.{timm_part}.conv", f"{key}.{timm_part}.bn")
+    elif not layer.expand_ratio:  # timm DepthwiseSeparableConv
+        yield from _conv_bn(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn1")
+        yield from _conv_bn(layer.project, f"{key}.conv_pw", f"{key}.bn2")
+    else:  # timm InvertedResidual
+        yield from _conv_bn(layer.expand, f"{key}.conv_pw", f"{key}.bn1")
+        yield from _conv_bn(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn2")
+        yield from _conv_bn(layer.project, f"{key}.conv_pwl", f"{key}.bn3")
+    if layer.se is not None:
+        yield from _squeeze_excite(layer.se, f"{key}.se")
+    if layer.layer_scale is not None:
+        yield layer.gamma, f"{key}.layer_scale.gamma", identity
+
+
+def _attention(layer, key):
+    yield from _batch_norm(layer.norm, f"{key}.norm")
+    attn = f"{key}.attn"
+    yield layer.query.kernel, f"{attn}.query.proj.weight", conv_kernel
+    for name in ("key", "value"):
+        yield from _optional(getattr(layer, f"{name}_down"), f"{attn}.{name}.down_conv", f"{attn}.{name}.norm")
+        yield getattr(layer, name).kernel, f"{attn}.{name}.proj.weight", conv_kernel
+    yield layer.output_proj.kernel, f"{attn}.output.proj.weight", conv_kernel
+    if layer.layer_scale is not None:
+        yield layer.gamma, f"{key}.layer_scale.gamma", identity
+
+
+def backbone_slots(backbone):
+    """(variable, timm key, transform) for every weight of the backbone."""
+    arch = backbone.architecture_spec
+    yield from _conv_bn(backbone.get_layer("stem"), "conv_stem", "bn1")
+    for s, stage in enumerate(arch.stages):
+        for i, block in enumerate(stage):
+            layer = backbone.get_layer(f"blocks_{s}_{i}")
+            key = f"blocks.{s}.{i}"
+            if isinstance(block, Conv):
+                yield from _conv_bn(layer, f"{key}.conv", f"{key}.bn1")
+            elif isinstance(block, UIB):
+                yield from _inverted_bottleneck(layer, key, arch.generation)
+            elif isinstance(block, FusedIB):
+                yield from _conv_bn(layer.expand, f"{key}.conv_exp", f"{key}.bn1")
+                yield from _conv_bn(layer.project, f"{key}.conv_pwl", f"{key}.bn2")
+            elif isinstance(block, MQA):
+                yield from _attention(layer, key)
+    if arch.final_conv:
+        yield from _conv_bn(backbone.get_layer("final_conv"), "conv_head", "bn2")
+
+
+def classifier_slots(classifier):
+    yield from backbone_slots(classifier.backbone)
+    if classifier.head_dense is not None:
+        yield classifier.head_dense.kernel, "conv_head.weight", dense_kernel
+        if classifier.head_dense.use_bias:
+            yield classifier.head_dense.bias, "conv_head.bias", identity
+        if classifier.head_norm is not None:
+            yield from _batch_norm(classifier.head_norm, "norm_head")
+    yield classifier.output_dense.kernel, "classifier.weight", dense_kernel
+    yield classifier.output_dense.bias, "classifier.bias", identity
+
+
+def load_state_dict(model, state_dict, source_name="timm checkpoint", with_head=None):
+    """Fill `model` (backbone or classifier) from a timm state dict.
+
+    Every model weight must be found with the right shape; with `with_head`
+    (default: whether `model` is a classifier) every checkpoint tensor must
+    be used too. On any mismatch nothing is assigned.
+    """
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    is_classifier = isinstance(model, MobileNetImageClassifier)
+    slots = list(classifier_slots(model) if is_classifier else backbone_slots(model))
+    pairs, used = [], set()
+    for variable, key, transform in slots:
+        if key not in state_dict:
+            raise WeightMismatchError(
+                f"{source_name}: tensor {key!r} for layer variable {variable.path!r} "
+                f"(shape {tuple(variable.shape)}) is missing: the checkpoint is for "
+                "another architecture or incomplete. Nothing was loaded."
+            )
+        pairs.append((variable, transform(state_dict[key]), key))
+        used.add(key)
+    head_keys = ("conv_head.", "norm_head.", "classifier.")
+    extra = sorted(
+        key
+        for key in state_dict
+        if key not in used
+        and not key.endswith("num_batches_tracked")
+        and (is_classifier or not key.startswith(head_keys))
+    )
+    if extra:
+        raise WeightMismatchError(
+            f"{source_name}: {len(extra)} tensors do not belong to this model, e.g. "
+            f"{extra[:5]} (shapes {[tuple(state_dict[k].shape) for k in extra[:5]]}): "
+            "the checkpoint is for another architecture. Nothing was loaded."
+        )
+    assign_all(pairs, source_name)
