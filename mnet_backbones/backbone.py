@@ -133,6 +133,16 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.image_shape = image_shape
         self.pyramid_outputs = pyramid
 
+    def call(self, inputs, *args, **kwargs):
+        # Keras' own shape error prints the whole input array; say it briefly.
+        shape = tuple(getattr(inputs, "shape", ()))
+        if len(shape) != 4 or shape[-1] not in (None, self.image_shape[-1]):
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (batch, height, width, "
+                f"{self.image_shape[-1]}), channels last. Received an input of shape {shape}."
+            )
+        return super().call(inputs, *args, **kwargs)
+
     @property
     def architecture_spec(self):
         """The `Architecture` table this backbone was built from."""

@@ -277,10 +277,16 @@ class _ResidualBlock(_MobileLayer):
             self.residual and self.strides == 1 and input_shape[-1] == self.filters
         )
         if self.layer_scale is not None:
+            # timm scales every branch, residual or not, and starts all at
+            # `layer_scale` (1e-5). Without a residual the small start does not
+            # stabilise anything, and in float16 it pushes activations below
+            # the normal range so that gradients overflow; those start at 1.
+            # Pretrained values replace either start.
+            initial = self.layer_scale if self._use_residual else 1.0
             self.gamma = self.add_weight(
                 name="gamma",
                 shape=(self.filters,),
-                initializer=keras.initializers.Constant(self.layer_scale),
+                initializer=keras.initializers.Constant(initial),
             )
 
     def _finish(self, x, shortcut):

@@ -1,0 +1,84 @@
+"""Shared test helpers: the reference figures, fixtures paths, random statistics."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.environ.get("MNET_SHARED_DIR", os.path.join(REPO, "..", "shared"))
+PARITY_DIR = os.path.join(SHARED, "parity")
+
+
+def reference_figures():
+    """{preset: row} from tests/data/reference_figures.csv (REFERENCE.md's table)."""
+    path = os.path.join(HERE, "data", "reference_figures.csv")
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if not line.startswith("#")]
+    rows = {}
+    for row in csv.DictReader(lines):
+        rows[row["preset"]] = {
+            "resolution": int(row["resolution"]),
+            "classifier_params": int(row["classifier_params"]),
+            "pyramid_channels": tuple(int(row[k]) for k in ("P2", "P3", "P4", "P5")),
+            "macs_millions": float(row["macs_millions"]) if row["macs_millions"] else None,
+        }
+    return rows
+
+
+REFERENCE = reference_figures()
+ALL_PRESETS = sorted(REFERENCE)
+# One preset per generation, the hybrid V4 included: for the costlier checks.
+ONE_PER_GENERATION = [
+    "mobilenetv1_025",
+    "mobilenetv2_035",
+    "mobilenetv3_small_100",
+    "mobilenetv4_conv_small",
+    "mobilenetv4_hybrid_medium",
+]
+
+
+def trainable_count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def randomize_statistics(model, seed=0):
+    """Give BatchNorm statistics, affine terms and layer scales random values,
+
+    so that a misplaced tensor or a wrong epsilon changes the outputs."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        path = variable.path
+        shape = tuple(variable.shape)
+        if path.endswith("moving_variance"):
+            value = rng.uniform(0.5, 2.0, shape)
+        elif path.endswith(("moving_mean", "beta")):
+            value = rng.normal(0.0, 0.2, shape)
+        elif path.endswith("gamma"):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            continue
+        variable.assign(value.astype(variable.dtype))
+
+
+def relative_error(actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.fixture
+def float32_policy():
+    """Restore the global dtype policy after a test changes it."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def requires_parity_fixtures():
+    return pytest.mark.skipif(
+        not os.path.isdir(PARITY_DIR),
+        reason=f"timm parity fixtures not found at {PARITY_DIR} (they live in the "
+        "project's shared/ folder beside the repository; set MNET_SHARED_DIR).",
+    )

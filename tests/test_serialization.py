@@ -1,0 +1,82 @@
+"""Every variant round-trips through .keras files and trains in mixed precision."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import ALL_PRESETS, ONE_PER_GENERATION, randomize_statistics
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+
+IMAGES = np.random.default_rng(0).normal(size=(2, 48, 40, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_backbone_keras_file_round_trip(name, tmp_path):
+    backbone = MobileNetBackbone.from_preset(name, load_weights=False)
+    randomize_statistics(backbone)
+    expected = backbone.predict(IMAGES, verbose=0)
+    path = str(tmp_path / "backbone.keras")
+    backbone.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, MobileNetBackbone)
+    assert sorted(restored.pyramid_outputs) == ["P2", "P3", "P4", "P5"]
+    np.testing.assert_array_equal(restored.predict(IMAGES, verbose=0), expected)
+
+
+@pytest.mark.parametrize("name", ONE_PER_GENERATION)
+def test_classifier_keras_file_round_trip(name, tmp_path):
+    classifier = MobileNetImageClassifier(
+        MobileNetBackbone.from_preset(name, load_weights=False), num_classes=6, dropout=0.1
+    )
+    randomize_statistics(classifier)
+    expected = classifier.predict(IMAGES, verbose=0)
+    path = str(tmp_path / "classifier.keras")
+    classifier.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, MobileNetImageClassifier) and restored.dropout == 0.1
+    np.testing.assert_array_equal(restored.predict(IMAGES, verbose=0), expected)
+
+
+def _loss_and_gradients(model, images, labels):
+    """Loss and gradients of the trainable weights, on the active backend."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        return loss, tape.gradient(loss, model.trainable_weights)
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        fixed = [v.value for v in model.non_trainable_variables]
+
+        def compute(trainable):
+            logits, _ = model.stateless_call(trainable, fixed, images, training=True)
+            return loss_fn(labels, logits)
+
+        return jax.value_and_grad(compute)(trainable)
+    if backend == "torch":
+        loss = loss_fn(labels, model(images, training=True))
+        model.zero_grad()
+        loss.backward()
+        return loss, [v.value.grad for v in model.trainable_weights]
+    pytest.skip(f"no gradient helper for backend {backend}")
+
+
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_mixed_float16_outputs_and_gradients_are_finite(name, float32_policy):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    backbone = MobileNetBackbone.from_preset(name, load_weights=False)
+    classifier = MobileNetImageClassifier(backbone=backbone, num_classes=5)
+    assert backbone.compute_dtype == "float16"
+    pyramid = keras.Model(backbone.input, backbone.pyramid_outputs)
+    for feature in pyramid.predict(IMAGES, verbose=0).values():
+        assert np.all(np.isfinite(feature.astype("float32")))
+    loss, gradients = _loss_and_gradients(classifier, IMAGES, np.array([1, 3]))
+    assert np.isfinite(float(keras.ops.convert_to_numpy(loss)))
+    assert len(gradients) == len(classifier.trainable_weights)
+    for gradient in gradients:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(gradient).astype("float32")))
