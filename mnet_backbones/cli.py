@@ -1,0 +1,221 @@
+"""The `mnet-backbones` command line (also `python -m mnet_backbones`).
+
+    mnet-backbones list [--no-params]
+    mnet-backbones summary PRESET [--size H W] [--num-classes N]
+
+A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
+arguments and sets `run`, and `run_<name>(args)` does the work and returns the
+exit status. `COMMANDS` lists the `add_*` functions, so a new subcommand is
+one more pair and one more entry. A `CommandError` is a user error: `main`
+prints it as one line and returns 2, as argparse does for bad arguments.
+"""
+
+import argparse
+import math
+import sys
+
+from mnet_backbones import __version__
+from mnet_backbones.architectures import get_architecture
+from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
+from mnet_backbones.classifier import MobileNetImageClassifier
+from mnet_backbones.presets import PRESETS, check_preset_name
+
+PROG = "mnet-backbones"
+PYRAMID_LEVELS = tuple(pyramid_level(stride) for stride in PYRAMID_STRIDES)
+IMAGENET_CLASSES = 1000
+
+
+class CommandError(Exception):
+    """A mistake in the command's arguments, reported without a traceback."""
+
+
+# --------------------------------------------------------------------------
+# Shared helpers.
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def trainable_parameters(model):
+    return sum(math.prod(weight.shape) for weight in model.trainable_weights)
+
+
+def build_classifier(preset, image_shape=(None, None, 3), num_classes=IMAGENET_CLASSES):
+    """A randomly initialised classifier on the preset's backbone.
+
+    A bad preset name or image shape becomes a `CommandError`.
+    """
+    try:
+        backbone = MobileNetBackbone.from_preset(
+            preset, load_weights=False, image_shape=image_shape
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    return MobileNetImageClassifier(backbone, num_classes=num_classes)
+
+
+def markdown_table(header, rows, right_aligned=()):
+    """Rows of strings as a markdown table whose columns line up in plain text."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells):
+        padded = (
+            cell.rjust(width) if i in right_aligned else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = [
+        "-" * (width - 1) + ":" if i in right_aligned else "-" * width
+        for i, width in enumerate(widths)
+    ]
+    return "\n".join([line(header), line(rule), *(line(row) for row in rows)])
+
+
+# --------------------------------------------------------------------------
+# mnet-backbones list
+def add_list(subcommands):
+    parser = subcommands.add_parser(
+        "list",
+        help="table of the built-in presets",
+        description="Print every built-in preset with its architecture, the "
+        "trainable parameters of its classifier at 1000 classes and the "
+        "channels of its pyramid levels P2-P5.",
+    )
+    parser.add_argument(
+        "--no-params",
+        dest="params",
+        action="store_false",
+        help="skip building the models: leave out parameter and channel counts",
+    )
+    parser.set_defaults(run=run_list)
+
+
+def run_list(args):
+    header = ["preset", "generation", "width", "resolution", "padding"]
+    rows = []
+    for preset in PRESETS.values():
+        arch = get_architecture(preset.architecture)
+        rows.append(
+            [
+                preset.name,
+                str(arch.generation),
+                f"{preset.width_multiplier:g}",
+                str(preset.resolution),
+                preset.padding,
+            ]
+        )
+    right_aligned = {1, 2, 3}
+    if args.params:
+        print(
+            f"Building {len(rows)} classifiers to count their parameters "
+            "(--no-params skips this)...",
+            file=sys.stderr,
+        )
+        header += [f"params ({IMAGENET_CLASSES} classes)", *PYRAMID_LEVELS]
+        right_aligned |= set(range(5, len(header)))
+        for row in rows:
+            classifier = build_classifier(row[0])
+            pyramid = classifier.backbone.pyramid_outputs
+            row.append(f"{trainable_parameters(classifier):,}")
+            row.extend(str(pyramid[level].shape[-1]) for level in PYRAMID_LEVELS)
+    print(markdown_table(header, rows, right_aligned))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# mnet-backbones summary PRESET
+def add_summary(subcommands):
+    parser = subcommands.add_parser(
+        "summary",
+        help="pyramid shapes and parameter counts of one preset",
+        description="Build a preset with random weights and print the shapes "
+        "of its pyramid levels and final output at one input size, and its "
+        "parameter counts.",
+    )
+    parser.add_argument("preset", help="a built-in preset name or a preset folder")
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        help="input height and width (default: the preset's reference resolution)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=IMAGENET_CLASSES,
+        metavar="N",
+        help="classes of the classifier whose parameters are counted "
+        f"(default: {IMAGENET_CLASSES})",
+    )
+    parser.set_defaults(run=run_summary)
+
+
+def reference_size(preset):
+    if preset in PRESETS:
+        resolution = PRESETS[preset].resolution
+        return resolution, resolution
+    try:
+        check_preset_name(preset)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    raise CommandError(f"{preset!r} is not a built-in preset: give its input size with --size H W.")
+
+
+def run_summary(args):
+    height, width = args.size or reference_size(args.preset)
+    classifier = build_classifier(args.preset, (height, width, 3), args.num_classes)
+    backbone = classifier.backbone
+    arch = backbone.architecture_spec
+    print(
+        f"{args.preset} at {height} x {width}: generation {arch.generation}, "
+        f"architecture {arch.name}, width {backbone.width_multiplier:g}, "
+        f"{backbone.padding} padding"
+    )
+    print()
+    outputs = [
+        (level, stride, backbone.pyramid_outputs[level])
+        for level, stride in zip(PYRAMID_LEVELS, PYRAMID_STRIDES)
+    ]
+    outputs.append(("output", PYRAMID_STRIDES[-1], backbone.output))
+    rows = [[name, str(stride), str(tuple(tensor.shape[1:]))] for name, stride, tensor in outputs]
+    print(markdown_table(["level", "stride", "shape (H, W, C)"], rows, right_aligned={1}))
+    print()
+    print(
+        f"backbone parameters:   {backbone.count_params():,} "
+        f"({trainable_parameters(backbone):,} trainable)"
+    )
+    print(
+        f"classifier parameters: {trainable_parameters(classifier):,} trainable "
+        f"({args.num_classes} classes)"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="MobileNet V1-V4 backbones for keras-hub."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subcommands)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,81 @@
+"""LiteRT export: the .tflite file computes what the Keras model computes."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import ONE_PER_GENERATION, randomize_statistics, relative_error
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="LiteRT export is checked on the TensorFlow backend, where Keras converts "
+    "through TensorFlow's TFLite converter; run with KERAS_BACKEND=tensorflow.",
+)
+Interpreter = pytest.importorskip(
+    "ai_edge_litert.interpreter",
+    reason="the LiteRT interpreter comes with `pip install ai-edge-litert`",
+).Interpreter
+
+# Not square, so that a height/width mix-up in a reshape shows.
+IMAGE_SHAPE = (64, 96, 3)
+TOLERANCE = 1e-4  # of the largest absolute output
+
+
+def images(height, width, batch=2, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, height, width, 3)).astype("float32")
+
+
+def run_litert(path, inputs):
+    interpreter = Interpreter(model_path=str(path))
+    (input_details,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(input_details["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_details["index"], inputs)
+    interpreter.invoke()
+    (output_details,) = interpreter.get_output_details()
+    return interpreter.get_tensor(output_details["index"])
+
+
+def export_litert(model, directory):
+    path = directory / "model.tflite"
+    model.export(str(path), format="litert", verbose=False)
+    return path
+
+
+def assert_litert_matches(path, model, inputs):
+    expected = model.predict(inputs, verbose=0)
+    actual = run_litert(path, inputs)
+    assert actual.shape == expected.shape
+    assert relative_error(actual, expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ONE_PER_GENERATION)
+def test_backbone_litert_matches_keras(name, tmp_path):
+    backbone = MobileNetBackbone.from_preset(name, load_weights=False, image_shape=IMAGE_SHAPE)
+    randomize_statistics(backbone)
+    path = export_litert(backbone, tmp_path)
+    assert_litert_matches(path, backbone, images(*IMAGE_SHAPE[:2]))
+
+
+def test_classifier_litert_matches_keras(tmp_path):
+    classifier = MobileNetImageClassifier.from_preset(
+        "mobilenetv3_small_100",
+        num_classes=10,
+        load_weights=False,
+        preprocessor=None,
+        image_shape=IMAGE_SHAPE,
+    )
+    randomize_statistics(classifier)
+    path = export_litert(classifier, tmp_path)
+    assert_litert_matches(path, classifier, images(*IMAGE_SHAPE[:2]))
+
+
+@pytest.mark.slow
+def test_attention_backbone_exports_for_any_image_size(tmp_path):
+    """Mobile MQA reshapes by the runtime size: one file serves every size."""
+    backbone = MobileNetBackbone.from_preset("mobilenetv4_hybrid_medium", load_weights=False)
+    randomize_statistics(backbone)
+    path = export_litert(backbone, tmp_path)
+    for height, width in [(64, 96), (160, 128)]:
+        assert_litert_matches(path, backbone, images(height, width, batch=1))
