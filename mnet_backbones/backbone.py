@@ -133,6 +133,12 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.image_shape = image_shape
         self.pyramid_outputs = pyramid
 
+    @keras_hub.models.FeaturePyramidBackbone.pyramid_outputs.getter
+    def pyramid_outputs(self):
+        # A plain dict: Keras tracks the stored one, and on JAX a model whose
+        # outputs are a tracked dict cannot be jit-compiled.
+        return dict(getattr(self, "_pyramid_outputs", {}))
+
     def call(self, inputs, *args, **kwargs):
         # Keras' own shape error prints the whole input array; say it briefly.
         shape = tuple(getattr(inputs, "shape", ()))
@@ -166,13 +172,19 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
 
         Args:
             preset: a built-in name (see `MobileNetBackbone.presets`), a
-                local preset folder, or a keras-hub handle.
+                keras-hub preset folder, a timm snapshot folder
+                (`config.json` + `model.safetensors`, converted on load), an
+                `hf://timm/<name>.<tag>` handle, or another keras-hub handle.
             load_weights: load pretrained weights. Built-in presets have no
                 weights yet: pass `load_weights=False` for random weights.
         """
+        from mnet_backbones.convert import timm
         from mnet_backbones.presets import check_preset_name
 
         check_preset_name(preset)
+        snapshot = timm.resolve_snapshot(preset)
+        if snapshot is not None:
+            return timm.backbone_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):

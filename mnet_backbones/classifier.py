@@ -139,12 +139,18 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
         """Build a classifier from a built-in preset name or a preset folder.
 
         Args:
-            preset: a built-in name, a local preset folder, or a handle.
+            preset: a built-in name, a keras-hub preset folder, a timm
+                snapshot folder or `hf://timm/<name>.<tag>` handle (converted on
+                load, with timm's head and normalisation), or another handle.
             load_weights: load pretrained weights (pass `False` for random
                 weights; built-in presets ship none yet).
             **kwargs: e.g. `num_classes`, `dropout`.
         """
+        from mnet_backbones.convert import timm
         from mnet_backbones.presets import check_preset_name
 
         check_preset_name(preset)
+        snapshot = timm.resolve_snapshot(preset)
+        if snapshot is not None:
+            return timm.classifier_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)

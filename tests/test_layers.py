@@ -35,11 +35,12 @@ def _randomize(layer):
 
 def test_activation_formulas():
     x = np.linspace(-6, 6, 49).astype("float32")
+    tensor = ops.convert_to_tensor(x)
     relu6 = np.clip(x + 3, 0, 6)
-    np.testing.assert_allclose(ops.convert_to_numpy(hard_sigmoid(x)), relu6 / 6, atol=1e-7)
-    np.testing.assert_allclose(ops.convert_to_numpy(hard_swish(x)), x * relu6 / 6, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(hard_sigmoid(tensor)), relu6 / 6, atol=1e-7)
+    np.testing.assert_allclose(ops.convert_to_numpy(hard_swish(tensor)), x * relu6 / 6, atol=1e-6)
     exact = 0.5 * x * (1 + np.array([math.erf(v / math.sqrt(2)) for v in x]))
-    np.testing.assert_allclose(ops.convert_to_numpy(gelu(x)), exact, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(gelu(tensor)), exact, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [8, 9])

@@ -220,3 +220,113 @@ def load_state_dict(model, state_dict, source_name="timm checkpoint", with_head=
             "the checkpoint is for another architecture. Nothing was loaded."
         )
     assign_all(pairs, source_name)
+
+
+# ---------------------------------------------------------------------------
+# Snapshots -> models.
+
+HF_SCHEME = "hf://"
+
+
+class DownloadError(ConnectionError):
+    """A checkpoint could not be downloaded (offline, or no such repository)."""
+
+
+def download_snapshot(handle):
+    """`hf://org/name` -> local folder with `config.json` and `model.safetensors`."""
+    repo_id = handle[len(HF_SCHEME) :] if handle.startswith(HF_SCHEME) else handle
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise ImportError(
+            f"Loading {handle!r} needs the huggingface_hub package: pip install huggingface_hub"
+        ) from error
+    try:
+        return huggingface_hub.snapshot_download(
+            repo_id, allow_patterns=[TIMM_CONFIG, TIMM_WEIGHTS], library_name="mnet-backbones"
+        )
+    except Exception as error:  # the hub raises many types for "offline"/"not found"
+        raise DownloadError(
+            f"Could not download {handle!r} from the Hugging Face hub ({type(error).__name__}: "
+            f"{error}). If this machine is offline: download the snapshot elsewhere "
+            f"(`mnet-backbones convert {handle} OUT_DIR` writes a preset folder you can "
+            "copy here) and pass the local folder to from_preset(), or pass "
+            "load_weights=False to build the model with random weights."
+        ) from error
+
+
+def resolve_snapshot(preset):
+    """The local timm snapshot folder `preset` refers to, or None if it is not one.
+
+    `preset` may be a local folder or an `hf://` handle (downloaded here).
+    """
+    if not isinstance(preset, str):
+        return None
+    if preset.startswith(HF_SCHEME):
+        folder = download_snapshot(preset)
+        if not is_timm_snapshot(folder):
+            raise ValueError(f"{preset!r} is not a timm checkpoint (its config.json has no 'architecture').")
+        return folder
+    return preset if is_timm_snapshot(preset) else None
+
+
+def image_converter_for(config):
+    """A `MobileNetImageConverter` reproducing timm's `pretrained_cfg`.
+
+    timm resizes the short side to `size / crop_pct` and centre-crops; keras-hub's
+    converter centre-crops to the aspect ratio and resizes, which for the usual
+    square inputs differs only by the crop margin.
+    """
+    from mnet_backbones.classifier import MobileNetImageConverter
+
+    cfg = config.get("pretrained_cfg", {})
+    mean = cfg.get("mean", (0.485, 0.456, 0.406))
+    std = cfg.get("std", (0.229, 0.224, 0.225))
+    size = cfg.get("input_size", (3, 224, 224))[1:]
+    interpolation = cfg.get("interpolation", "bilinear")
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        interpolation = "bilinear"
+    return MobileNetImageConverter(
+        image_size=tuple(size),
+        scale=[1.0 / (255.0 * s) for s in std],
+        offset=[-m / s for m, s in zip(mean, std)],
+        interpolation=interpolation,
+        crop_to_aspect_ratio=True,
+    )
+
+
+def backbone_from_snapshot(folder, load_weights=True, **kwargs):
+    from mnet_backbones.backbone import MobileNetBackbone
+
+    config = read_config(folder)
+    backbone = MobileNetBackbone(**backbone_config_for(config["architecture"]), **kwargs)
+    if load_weights:
+        load_state_dict(backbone, read_state_dict(folder), source_name=str(folder))
+    return backbone
+
+
+def classifier_from_snapshot(folder, load_weights=True, num_classes=None, **kwargs):
+    """Classifier with timm's head (or a new one if `num_classes` differs)."""
+    from mnet_backbones.classifier import (
+        MobileNetImageClassifier,
+        MobileNetImageClassifierPreprocessor,
+    )
+
+    config = read_config(folder)
+    checkpoint_classes = config.get("num_classes", 1000)
+    num_classes = num_classes or checkpoint_classes
+    backbone_kwargs = {k: kwargs.pop(k) for k in ("image_shape", "dtype") if k in kwargs}
+    backbone = backbone_from_snapshot(folder, load_weights=False, **backbone_kwargs)
+    preprocessor = kwargs.pop("preprocessor", None) or MobileNetImageClassifierPreprocessor(
+        image_converter=image_converter_for(config)
+    )
+    classifier = MobileNetImageClassifier(
+        backbone=backbone, num_classes=num_classes, preprocessor=preprocessor, **kwargs
+    )
+    if load_weights:
+        state_dict = read_state_dict(folder)
+        if num_classes == checkpoint_classes:
+            load_state_dict(classifier, state_dict, source_name=str(folder))
+        else:  # a new head for a new label set: only the backbone is pretrained
+            load_state_dict(backbone, state_dict, source_name=str(folder))
+    return classifier
