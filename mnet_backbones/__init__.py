@@ -13,6 +13,16 @@ from mnet_backbones.classifier import (
     MobileNetImageConverter,
 )
 from mnet_backbones.presets import PRESETS, register_presets
+from mnet_backbones.seed import (
+    MobileNetV1,
+    MobileNetV2,
+    MobileNetV3,
+    MobileNetV4,
+    create_mobilenetv1,
+    create_mobilenetv2,
+    create_mobilenetv3,
+    create_mobilenetv4,
+)
 
 Backbone = MobileNetBackbone
 

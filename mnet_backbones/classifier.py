@@ -123,6 +123,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
         self.num_classes = num_classes
         self.dropout = dropout
         self.activation = activation
+        self.head_dtype = head_dtype
         self.pooling = "avg"
 
     def get_config(self):
@@ -131,8 +132,16 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             num_classes=self.num_classes,
             dropout=self.dropout,
             activation=self.activation,
+            head_dtype=keras.dtype_policies.serialize(keras.dtype_policies.get(self.head_dtype)),
         )
         return config
+
+    def compile_from_config(self, config):
+        # keras-hub's compile() has its own signature, so Keras does not
+        # restore a saved compile; do it here, optimizer state included.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

@@ -53,6 +53,14 @@ def get_activation(name):
     return ACTIVATIONS[name]
 
 
+def he_fan_out():
+    """timm's convolution init: normal, variance 2 / (k * k * out / groups).
+
+    Keras' default (Glorot) counts a depthwise kernel's channels in its fan-in
+    and shrinks activations about 30x per block in an untrained network."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
 def check_padding(padding):
     if padding not in PADDINGS:
         raise ValueError(f"Unknown padding {padding!r}. Valid values: {PADDINGS}.")
@@ -162,9 +170,9 @@ class ConvBNAct(_MobileLayer):
             name="conv",
         )
         if depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(**common)
+            self.conv = keras.layers.DepthwiseConv2D(depthwise_initializer=he_fan_out(), **common)
         else:
-            self.conv = keras.layers.Conv2D(filters, **common)
+            self.conv = keras.layers.Conv2D(filters, kernel_initializer=he_fan_out(), **common)
         self.bn = self._batch_norm("bn") if use_bn else None
 
     def build(self, input_shape):

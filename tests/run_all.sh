@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite on TensorFlow, then the model tests on JAX and PyTorch.
+# Usage (from the repository root): bash tests/run_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+
+# Tests of the model code itself: layers, builder, backbone, classifier, presets.
+MODEL_TESTS=(
+  tests/test_layers.py
+  tests/test_architectures.py
+  tests/test_presets.py
+  tests/test_parity.py
+  tests/test_bad_input.py
+  tests/test_seed.py
+)
+
+for backend in jax torch; do
+  if python -c "import ${backend}" 2>/dev/null; then
+    echo "== KERAS_BACKEND=${backend}: model tests"
+    KERAS_BACKEND=${backend} python -m pytest -q -p no:cacheprovider "${MODEL_TESTS[@]}"
+  else
+    echo "== ${backend} is not installed: skipping its run (pip install jax torch==2.13.0)"
+  fi
+done
+
+echo "== KERAS_BACKEND=tensorflow: every test"
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests
