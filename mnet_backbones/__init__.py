@@ -6,13 +6,14 @@
 
 from mnet_backbones import architectures, layers
 from mnet_backbones.architectures import ARCHITECTURES
-from mnet_backbones.backbone import MobileNetBackbone, PretrainedWeightsUnavailableError
+from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import (
     MobileNetImageClassifier,
     MobileNetImageClassifierPreprocessor,
     MobileNetImageConverter,
 )
 from mnet_backbones.presets import PRESETS, register_presets
+from mnet_backbones.weights import PretrainedWeightsUnavailableError
 from mnet_backbones.seed import (
     MobileNetV1,
     MobileNetV2,

@@ -5,7 +5,7 @@ import os
 import keras
 import keras_hub
 
-from mnet_backbones import architectures
+from mnet_backbones import architectures, weights
 from mnet_backbones.builder import build_features
 from mnet_backbones.layers import check_padding
 
@@ -13,10 +13,6 @@ from mnet_backbones.layers import check_padding
 # a user asked for pretrained weights of a built-in preset.
 WEIGHTS_PLACEHOLDER = "model.weights.h5"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "preset_files")
-
-
-class PretrainedWeightsUnavailableError(ValueError):
-    """Raised when pretrained weights are asked for but none can be had."""
 
 
 def is_builtin_placeholder(filepath):
@@ -175,24 +171,25 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 keras-hub preset folder, a timm snapshot folder
                 (`config.json` + `model.safetensors`, converted on load), an
                 `hf://timm/<name>.<tag>` handle, or another keras-hub handle.
-            load_weights: load pretrained weights. Built-in presets have no
-                weights yet: pass `load_weights=False` for random weights.
+            load_weights: load pretrained weights. For a built-in name they
+                come from the local cache, or are downloaded and converted
+                once (see `mnet_backbones.weights`); `False` gives random
+                weights and needs no network.
         """
         from mnet_backbones.convert import timm
-        from mnet_backbones.presets import check_preset_name
+        from mnet_backbones.presets import PRESETS, check_preset_name
 
         check_preset_name(preset)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
             return timm.backbone_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
+        if load_weights and preset in PRESETS:
+            preset = weights.ensure_cached(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
         if is_builtin_placeholder(filepath):
+            # keras_hub.models.Backbone.from_preset(<built-in name>) lands here.
             preset = os.path.basename(os.path.dirname(os.path.abspath(filepath)))
-            raise PretrainedWeightsUnavailableError(
-                f"No pretrained weights are shipped for the built-in preset {preset!r} "
-                "yet. Pass load_weights=False to build it with random weights, e.g. "
-                f"Backbone.from_preset({preset!r}, load_weights=False)."
-            )
+            filepath = os.path.join(weights.ensure_cached(preset), weights.WEIGHTS_FILE)
         return super().load_weights(filepath, *args, **kwargs)

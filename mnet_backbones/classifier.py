@@ -151,15 +151,20 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             preset: a built-in name, a keras-hub preset folder, a timm
                 snapshot folder or `hf://timm/<name>.<tag>` handle (converted on
                 load, with timm's head and normalisation), or another handle.
-            load_weights: load pretrained weights (pass `False` for random
-                weights; built-in presets ship none yet).
+            load_weights: load pretrained weights: the ImageNet head too,
+                unless `num_classes` is given (then a new, random head). For a
+                built-in name they come from the cache, or are downloaded and
+                converted once; `False` gives random weights offline.
             **kwargs: e.g. `num_classes`, `dropout`.
         """
+        from mnet_backbones import weights
         from mnet_backbones.convert import timm
-        from mnet_backbones.presets import check_preset_name
+        from mnet_backbones.presets import PRESETS, check_preset_name
 
         check_preset_name(preset)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
             return timm.classifier_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
+        if load_weights and preset in PRESETS:
+            preset = weights.ensure_cached(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)

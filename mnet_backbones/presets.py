@@ -9,7 +9,7 @@ models pad symmetrically with epsilon 1e-5, keras.applications (and timm's
 import dataclasses
 import json
 import os
-from typing import Tuple
+from typing import Any, Dict, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Preset:
     bn_epsilon: float
     description: str
     weights: Tuple[str, ...] = ()  # timm hub tags, best first
+    # keras.applications constructor and arguments, where only it has weights
+    keras_application: Optional[Tuple[str, Dict[str, Any]]] = None
     # Input normalisation of the reference weights, on [0, 1] pixels.
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -43,26 +45,33 @@ TF = dict(padding="same", bn_epsilon=1e-3, mean=(0.5,) * 3, std=(0.5,) * 3, inte
 INCEPTION_NORM = dict(mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
-def _preset(name, architecture, width, resolution, convention, description, weights=()):
+def _preset(name, architecture, width, resolution, convention, description, weights=(), keras=None):
     return Preset(
-        name, architecture, width, resolution, description=description, weights=weights, **convention
+        name,
+        architecture,
+        width,
+        resolution,
+        description=description,
+        weights=weights,
+        keras_application=keras,
+        **convention,
     )
 
 
 _PRESET_LIST = [
-    _preset("mobilenetv1_025", "mobilenetv1", 0.25, 224, TF, "MobileNetV1, width 0.25 (keras.applications)."),
-    _preset("mobilenetv1_050", "mobilenetv1", 0.5, 224, TF, "MobileNetV1, width 0.5 (keras.applications)."),
-    _preset("mobilenetv1_075", "mobilenetv1", 0.75, 224, TF, "MobileNetV1, width 0.75 (keras.applications)."),
-    _preset("mobilenetv1_100", "mobilenetv1", 1.0, 224, {**TIMM, **INCEPTION_NORM}, "MobileNetV1, width 1.0 (timm).", ("ra4_e3600_r224_in1k",)),
-    _preset("mobilenetv2_035", "mobilenetv2", 0.35, 224, TF, "MobileNetV2, width 0.35 (keras.applications)."),
+    _preset("mobilenetv1_025", "mobilenetv1", 0.25, 224, TF, "MobileNetV1, width 0.25 (keras.applications).", keras=("MobileNet", {"alpha": 0.25})),
+    _preset("mobilenetv1_050", "mobilenetv1", 0.5, 224, TF, "MobileNetV1, width 0.5 (keras.applications).", keras=("MobileNet", {"alpha": 0.5})),
+    _preset("mobilenetv1_075", "mobilenetv1", 0.75, 224, TF, "MobileNetV1, width 0.75 (keras.applications).", keras=("MobileNet", {"alpha": 0.75})),
+    _preset("mobilenetv1_100", "mobilenetv1", 1.0, 224, {**TIMM, **INCEPTION_NORM, "interpolation": "bilinear"}, "MobileNetV1, width 1.0 (timm).", ("ra4_e3600_r224_in1k",)),
+    _preset("mobilenetv2_035", "mobilenetv2", 0.35, 224, TF, "MobileNetV2, width 0.35 (keras.applications).", keras=("MobileNetV2", {"alpha": 0.35})),
     _preset("mobilenetv2_050", "mobilenetv2", 0.5, 224, TIMM, "MobileNetV2, width 0.5 (timm).", ("lamb_in1k",)),
-    _preset("mobilenetv2_075", "mobilenetv2", 0.75, 224, TF, "MobileNetV2, width 0.75 (keras.applications)."),
+    _preset("mobilenetv2_075", "mobilenetv2", 0.75, 224, TF, "MobileNetV2, width 0.75 (keras.applications).", keras=("MobileNetV2", {"alpha": 0.75})),
     _preset("mobilenetv2_100", "mobilenetv2", 1.0, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.0 (timm).", ("ra_in1k",)),
     _preset("mobilenetv2_140", "mobilenetv2", 1.4, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.4 (timm).", ("ra_in1k",)),
     _preset("mobilenetv3_small_050", "mobilenetv3_small", 0.5, 224, TIMM, "MobileNetV3-Small, width 0.5.", ("lamb_in1k",)),
     _preset("mobilenetv3_small_075", "mobilenetv3_small", 0.75, 224, TIMM, "MobileNetV3-Small, width 0.75.", ("lamb_in1k",)),
     _preset("mobilenetv3_small_100", "mobilenetv3_small", 1.0, 224, TIMM, "MobileNetV3-Small, width 1.0.", ("lamb_in1k",)),
-    _preset("mobilenetv3_large_075", "mobilenetv3_large", 0.75, 224, TF, "MobileNetV3-Large, width 0.75 (keras.applications)."),
+    _preset("mobilenetv3_large_075", "mobilenetv3_large", 0.75, 224, TF, "MobileNetV3-Large, width 0.75 (keras.applications).", keras=("MobileNetV3Large", {"alpha": 0.75})),
     _preset(
         "mobilenetv3_large_100",
         "mobilenetv3_large",
@@ -79,6 +88,7 @@ _PRESET_LIST = [
         224,
         TF,
         "MobileNetV3-Small minimalistic (ReLU, 3x3, no SE).",
+        keras=("MobileNetV3Small", {"minimalistic": True}),
     ),
     _preset(
         "mobilenetv3_large_minimal_100",
@@ -87,6 +97,7 @@ _PRESET_LIST = [
         224,
         TF,
         "MobileNetV3-Large minimalistic (ReLU, 3x3, no SE).",
+        keras=("MobileNetV3Large", {"minimalistic": True}),
     ),
     _preset(
         "mobilenetv4_conv_small",

@@ -49,19 +49,6 @@ def test_classifier_from_preset_offline():
     assert isinstance(via_base, MobileNetImageClassifier)
 
 
-@pytest.mark.parametrize(
-    "load",
-    [
-        lambda name: keras_hub.models.Backbone.from_preset(name),
-        lambda name: MobileNetBackbone.from_preset(name),
-        lambda name: MobileNetImageClassifier.from_preset(name, num_classes=3),
-    ],
-)
-def test_asking_for_missing_weights_says_what_to_do(load):
-    with pytest.raises(PretrainedWeightsUnavailableError, match="load_weights=False"):
-        load("mobilenetv4_conv_small")
-
-
 def test_unknown_preset_lists_valid_names():
     for load in (MobileNetBackbone.from_preset, MobileNetImageClassifier.from_preset):
         with pytest.raises(ValueError, match="mobilenetv4_hybrid_medium") as info:
