@@ -2,6 +2,7 @@
 
     mnet-backbones list [--no-params]
     mnet-backbones summary PRESET [--size H W] [--num-classes N]
+    mnet-backbones convert SOURCE OUT_DIR
 
 A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
@@ -197,7 +198,65 @@ def run_summary(args):
 
 
 # --------------------------------------------------------------------------
-COMMANDS = (add_list, add_summary)
+# mnet-backbones convert
+def add_convert(subcommands):
+    parser = subcommands.add_parser(
+        "convert",
+        help="convert a checkpoint into a keras-hub preset folder",
+        description=(
+            "Convert SOURCE (a timm snapshot folder with config.json and "
+            "model.safetensors, an hf://timm/<name>.<tag> handle, or a built-in "
+            "preset name) into a keras-hub preset folder OUT_DIR that "
+            "from_preset(OUT_DIR) loads offline."
+        ),
+    )
+    parser.add_argument("source")
+    parser.add_argument("out_dir")
+    parser.set_defaults(run=run_convert)
+
+
+def run_convert(args):
+    import os
+    import shutil
+    import time
+
+    from mnet_backbones import weights
+    from mnet_backbones.convert import timm
+
+    start = time.perf_counter()
+    steps = iter(range(1, 4))
+
+    def progress(message):
+        print(f"[{next(steps, 3)}/3 {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr)
+
+    if os.path.exists(args.out_dir) and os.listdir(args.out_dir):
+        raise CommandError(f"{args.out_dir!r} exists and is not empty; choose a new folder.")
+    try:
+        if args.source in PRESETS:
+            progress(f"resolving {weights.checkpoint_source(args.source)}")
+            cached = weights.ensure_cached(args.source, progress=progress)
+            shutil.copytree(cached, args.out_dir, dirs_exist_ok=True)
+        else:
+            progress(f"reading {args.source}")
+            snapshot = timm.resolve_snapshot(args.source)
+            if snapshot is None:
+                raise CommandError(
+                    f"{args.source!r} is neither a built-in preset, an hf:// handle nor a "
+                    "timm snapshot folder (config.json with 'architecture' + model.safetensors)."
+                )
+            progress("converting")
+            classifier = timm.classifier_from_snapshot(snapshot)
+            progress(f"writing {args.out_dir}")
+            weights.save_converted(classifier, args.out_dir)
+    except (ValueError, ConnectionError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    print(f"wrote {args.out_dir} ({time.perf_counter() - start:.1f}s): load it with "
+          f"MobileNetImageClassifier.from_preset({args.out_dir!r}) or Backbone.from_preset(...)")
+    return 0
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary, add_convert)
 
 
 def build_parser():

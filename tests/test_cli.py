@@ -1,12 +1,16 @@
 """The `mnet-backbones` command line: tables, summaries and one-line errors."""
 
+import os
 import runpy
 import sys
 
+import keras
+import keras_hub
+import numpy as np
 import pytest
 
-from conftest import ALL_PRESETS, REFERENCE
-from mnet_backbones import cli
+from conftest import ALL_PRESETS, PARITY_DIR, REFERENCE, relative_error, requires_parity_fixtures
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, cli
 from mnet_backbones.presets import PRESETS, preset_files
 
 
@@ -108,3 +112,44 @@ def test_python_dash_m_runs_the_cli(capsys, monkeypatch):
         runpy.run_module("mnet_backbones", run_name="__main__")
     assert exit.value.code == 0
     assert "mobilenetv4_hybrid_large" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------
+# convert
+@requires_parity_fixtures()
+def test_convert_writes_a_preset_that_loads_offline(tmp_path, capsys):
+    source = os.path.join(PARITY_DIR, "mobilenetv3_large_100")
+    out_dir = tmp_path / "converted"
+    assert cli.main(["convert", source, str(out_dir)]) == 0
+    assert "[3/3" in capsys.readouterr().err  # the progress display
+    for name in ("config.json", "model.weights.h5", "preprocessor.json", "metadata.json", "task.json"):
+        assert (out_dir / name).is_file(), name
+    reference = np.load(os.path.join(source, "reference.npz"))
+    classifier = MobileNetImageClassifier.from_preset(str(out_dir))
+    logits = keras.ops.convert_to_numpy(classifier(reference["odd_input"], training=False))
+    assert relative_error(logits, reference["odd_logits"]) < 1e-4
+    backbone = keras_hub.models.Backbone.from_preset(str(out_dir))
+    assert isinstance(backbone, MobileNetBackbone) and backbone.padding == "symmetric"
+
+
+@requires_parity_fixtures()
+def test_convert_a_built_in_name_fills_the_cache(tmp_path, monkeypatch, capsys):
+    from mnet_backbones import weights
+    from mnet_backbones.convert import timm
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
+    fixture = os.path.join(PARITY_DIR, "mobilenetv4_conv_small")
+    monkeypatch.setattr(timm, "download_snapshot", lambda handle: fixture)  # no network
+    assert cli.main(["convert", "mobilenetv4_conv_small", str(tmp_path / "out")]) == 0
+    assert weights.is_cached("mobilenetv4_conv_small")
+    assert (tmp_path / "out" / "model.weights.h5").is_file()
+    assert "hf://timm/mobilenetv4_conv_small.e2400_r224_in1k" in capsys.readouterr().err
+
+
+def test_convert_refuses_a_bad_source_or_a_full_folder(tmp_path, capsys):
+    assert cli.main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "neither a built-in preset" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert cli.main(["convert", "mobilenetv2_100", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -1,10 +1,18 @@
 """LiteRT export: the .tflite file computes what the Keras model computes."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
 
-from conftest import ONE_PER_GENERATION, randomize_statistics, relative_error
+from conftest import (
+    ONE_PER_GENERATION,
+    PARITY_DIR,
+    randomize_statistics,
+    relative_error,
+    requires_parity_fixtures,
+)
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
 
 pytestmark = pytest.mark.skipif(
@@ -79,3 +87,14 @@ def test_attention_backbone_exports_for_any_image_size(tmp_path):
     path = export_litert(backbone, tmp_path)
     for height, width in [(64, 96), (160, 128)]:
         assert_litert_matches(path, backbone, images(height, width, batch=1))
+
+
+@requires_parity_fixtures()
+def test_converted_timm_weights_survive_export(tmp_path):
+    """Ported weights through LiteRT still give timm's logits."""
+    folder = os.path.join(PARITY_DIR, "mobilenetv4_conv_small")
+    reference = np.load(os.path.join(folder, "reference.npz"))
+    classifier = MobileNetImageClassifier.from_preset(folder, image_shape=(224, 224, 3))
+    path = export_litert(classifier, tmp_path)
+    logits = run_litert(path, reference["square_input"])
+    assert relative_error(logits, reference["square_logits"]) < TOLERANCE
