@@ -21,7 +21,7 @@ class Preset:
     padding: str
     bn_epsilon: float
     description: str
-    weights: Tuple[str, ...] = ()  # timm hub tags, best first
+    weights: Tuple[str, ...] = ()  # timm hub tags, best ImageNet top-1 at `resolution` first
     # keras.applications constructor and arguments, where only it has weights
     keras_application: Optional[Tuple[str, Dict[str, Any]]] = None
     # Input normalisation of the reference weights, on [0, 1] pixels.
@@ -77,9 +77,10 @@ _PRESET_LIST = [
         "mobilenetv3_large",
         1.0,
         224,
-        TIMM,
+        # the ImageNet-21k-pretrained checkpoint expects [0, 1] pixels
+        {**TIMM, "mean": (0.0,) * 3, "std": (1.0,) * 3, "interpolation": "bilinear"},
         "MobileNetV3-Large, width 1.0.",
-        ("ra_in1k", "ra4_e3600_r224_in1k", "miil_in21k_ft_in1k"),
+        ("miil_in21k_ft_in1k", "ra4_e3600_r224_in1k", "ra_in1k"),
     ),
     _preset(
         "mobilenetv3_small_minimal_100",
@@ -133,7 +134,7 @@ _PRESET_LIST = [
         256,
         TIMM,
         "MobileNetV4 hybrid medium (conv + mobile MQA).",
-        ("ix_e550_r256_in1k", "e500_r224_in1k", "e200_r256_in12k_ft_in1k"),
+        ("e200_r256_in12k_ft_in1k", "ix_e550_r256_in1k", "e500_r224_in1k"),
     ),
     _preset(
         "mobilenetv4_hybrid_large",

@@ -63,7 +63,7 @@ def test_checkpoint_sources_cover_every_preset():
     from mnet_backbones.presets import PRESETS
 
     assert weights.checkpoint_source("mobilenetv4_hybrid_medium") == (
-        "hf://timm/mobilenetv4_hybrid_medium.ix_e550_r256_in1k"
+        "hf://timm/mobilenetv4_hybrid_medium.e200_r256_in12k_ft_in1k"
     )
     assert weights.checkpoint_source("mobilenetv3_small_minimal_100").startswith(
         "keras.applications.MobileNetV3Small(minimalistic=True"
