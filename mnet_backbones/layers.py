@@ -53,12 +53,15 @@ def get_activation(name):
     return ACTIVATIONS[name]
 
 
-def he_fan_out():
-    """timm's convolution init: normal, variance 2 / (k * k * out / groups).
+def he_normal(depthwise=False):
+    """He initialisation over each kernel's true fan-in, so that activations
+    keep their scale through an untrained network.
 
-    Keras' default (Glorot) counts a depthwise kernel's channels in its fan-in
-    and shrinks activations about 30x per block in an untrained network."""
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    Keras' Glorot default counts every channel of a depthwise kernel
+    `(k, k, C, 1)` in its fan-in and shrinks activations some 30x per block;
+    for that kernel the true fan-in, `k * k`, is what Keras calls fan-out."""
+    mode = "fan_out" if depthwise else "fan_in"
+    return keras.initializers.VarianceScaling(2.0, mode=mode, distribution="untruncated_normal")
 
 
 def check_padding(padding):
@@ -170,9 +173,9 @@ class ConvBNAct(_MobileLayer):
             name="conv",
         )
         if depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(depthwise_initializer=he_fan_out(), **common)
+            self.conv = keras.layers.DepthwiseConv2D(depthwise_initializer=he_normal(depthwise=True), **common)
         else:
-            self.conv = keras.layers.Conv2D(filters, kernel_initializer=he_fan_out(), **common)
+            self.conv = keras.layers.Conv2D(filters, kernel_initializer=he_normal(), **common)
         self.bn = self._batch_norm("bn") if use_bn else None
 
     def build(self, input_shape):

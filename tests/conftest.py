@@ -64,6 +64,36 @@ def randomize_statistics(model, seed=0):
         variable.assign(value.astype(variable.dtype))
 
 
+def condition(model, images, seed=0):
+    """Random but trained-like weights for numerical comparisons.
+
+    Layer scales and BatchNorm affine terms get random values, then every
+    BatchNorm's moving statistics are set to those of `images` (as training
+    leaves them, plus a floor), so that activations keep a trained network's
+    scale instead of growing block after block as an untrained network's do
+    in inference.
+    """
+    rng = np.random.default_rng(seed)
+    norms = []
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            norms.append(layer)
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+            layer.beta.assign(rng.normal(0.0, 0.2, layer.beta.shape).astype("float32"))
+        elif getattr(layer, "layer_scale", None) is not None and hasattr(layer, "gamma"):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0  # one training-mode call sets the statistics
+    model(images, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+        # A channel that was (nearly) constant on these few images would
+        # amplify rounding noise 300x; trained statistics are not that sharp.
+        variance = keras.ops.convert_to_numpy(layer.moving_variance)
+        layer.moving_variance.assign(variance + 0.5)
+
+
 def relative_error(actual, expected):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))

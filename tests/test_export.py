@@ -9,7 +9,7 @@ import pytest
 from conftest import (
     ONE_PER_GENERATION,
     PARITY_DIR,
-    randomize_statistics,
+    condition,
     relative_error,
     requires_parity_fixtures,
 )
@@ -61,7 +61,7 @@ def assert_litert_matches(path, model, inputs):
 @pytest.mark.parametrize("name", ONE_PER_GENERATION)
 def test_backbone_litert_matches_keras(name, tmp_path):
     backbone = MobileNetBackbone.from_preset(name, load_weights=False, image_shape=IMAGE_SHAPE)
-    randomize_statistics(backbone)
+    condition(backbone, images(*IMAGE_SHAPE[:2], seed=1))
     path = export_litert(backbone, tmp_path)
     assert_litert_matches(path, backbone, images(*IMAGE_SHAPE[:2]))
 
@@ -74,7 +74,7 @@ def test_classifier_litert_matches_keras(tmp_path):
         preprocessor=None,
         image_shape=IMAGE_SHAPE,
     )
-    randomize_statistics(classifier)
+    condition(classifier, images(*IMAGE_SHAPE[:2], seed=1))
     path = export_litert(classifier, tmp_path)
     assert_litert_matches(path, classifier, images(*IMAGE_SHAPE[:2]))
 
@@ -83,7 +83,7 @@ def test_classifier_litert_matches_keras(tmp_path):
 def test_attention_backbone_exports_for_any_image_size(tmp_path):
     """Mobile MQA reshapes by the runtime size: one file serves every size."""
     backbone = MobileNetBackbone.from_preset("mobilenetv4_hybrid_medium", load_weights=False)
-    randomize_statistics(backbone)
+    condition(backbone, images(96, 96, seed=1))
     path = export_litert(backbone, tmp_path)
     for height, width in [(64, 96), (160, 128)]:
         assert_litert_matches(path, backbone, images(height, width, batch=1))
