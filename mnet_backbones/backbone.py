@@ -83,7 +83,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
     backbone = mnet_backbones.Backbone.from_preset(
         "mobilenetv4_conv_small", load_weights=False
     )
-    pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs)
+    pyramid = keras.Model(backbone.input, backbone.pyramid_outputs)
     features = pyramid(np.zeros((1, 224, 224, 3)))
     {k: tuple(v.shape) for k, v in features.items()}
     # {'P2': (1, 56, 56, 32), 'P3': (1, 28, 28, 64),
