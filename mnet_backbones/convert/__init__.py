@@ -1,0 +1,6 @@
+"""Weight converters: timm checkpoints (`convert.timm`) and keras.applications
+models (`from_keras_application`), each one mapping walking the architecture
+tables."""
+
+from mnet_backbones.convert.keras_applications import from_keras_application
+from mnet_backbones.convert.mapping import WeightMismatchError
