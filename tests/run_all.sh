@@ -11,6 +11,7 @@ MODEL_TESTS=(
   tests/test_architectures.py
   tests/test_presets.py
   tests/test_parity.py
+  tests/test_timm_conversion.py
   tests/test_bad_input.py
   tests/test_seed.py
 )

@@ -162,3 +162,14 @@ def test_hf_handle_downloads_then_converts(monkeypatch):
     backbone = MobileNetBackbone.from_preset("hf://timm/mobilenetv4_conv_small.e2400_r224_in1k")
     assert requested == [("timm/mobilenetv4_conv_small.e2400_r224_in1k", ["config.json", "model.safetensors"])]
     assert backbone.architecture == "mobilenetv4_conv_small"
+
+
+def test_converted_model_round_trips_through_keras_files(tmp_path):
+    reference = np.load(os.path.join(_fixture("mobilenetv3_large_100"), "reference.npz"))
+    classifier = MobileNetImageClassifier.from_preset(_fixture("mobilenetv3_large_100"))
+    path = str(tmp_path / "converted.keras")
+    classifier.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.preprocessor.image_converter.image_size == (224, 224)
+    logits = keras.ops.convert_to_numpy(restored(reference["square_input"], training=False))
+    assert relative_error(logits, reference["square_logits"]) < 1e-4
