@@ -132,7 +132,11 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             num_classes=self.num_classes,
             dropout=self.dropout,
             activation=self.activation,
-            head_dtype=keras.dtype_policies.serialize(keras.dtype_policies.get(self.head_dtype)),
+            head_dtype=(
+                None
+                if self.head_dtype is None
+                else keras.dtype_policies.serialize(keras.dtype_policies.get(self.head_dtype))
+            ),
         )
         return config
 

@@ -55,6 +55,7 @@ def test_classifier_matches_keras_applications(constructor, module, kwargs, size
     theirs = _keras_model(constructor, module, kwargs, size, include_top=True)
     ours = from_keras_application(theirs)
     assert isinstance(ours, MobileNetImageClassifier) and ours.num_classes == 1000
+    assert ours.backbone.image_shape == (None, None, 3)  # any size, unlike the source
     raw = _raw_images(size)
     expected = theirs.predict(module.preprocess_input(raw.copy()), verbose=0)
     assert np.std(expected, axis=0).mean() > 1e-3  # outputs depend on the input

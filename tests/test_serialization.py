@@ -80,3 +80,19 @@ def test_mixed_float16_outputs_and_gradients_are_finite(name, float32_policy):
     assert len(gradients) == len(classifier.trainable_weights)
     for gradient in gradients:
         assert np.all(np.isfinite(keras.ops.convert_to_numpy(gradient).astype("float32")))
+
+
+def test_head_dtype_survives_keras_files(tmp_path, float32_policy):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    backbone = MobileNetBackbone.from_preset("mobilenetv3_small_050", load_weights=False)
+    default_head = MobileNetImageClassifier(backbone, num_classes=3)
+    float32_head = MobileNetImageClassifier(
+        MobileNetBackbone.from_preset("mobilenetv3_small_050", load_weights=False),
+        num_classes=3,
+        head_dtype="float32",
+    )
+    for model, dtype in ((default_head, "float16"), (float32_head, "float32")):
+        path = str(tmp_path / f"{dtype}.keras")
+        model.save(path)
+        restored = keras.models.load_model(path)
+        assert restored.get_layer("predictions").compute_dtype == dtype

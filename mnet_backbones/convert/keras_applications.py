@@ -158,13 +158,12 @@ def from_keras_application(model):
         raise TypeError(f"Expected a keras.Model ({SUPPORTED}); got {type(model).__name__}.")
     architecture, alpha = describe(model)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    height, width, channels = model.input_shape[1:]
     backbone = MobileNetBackbone(
         architecture,
         width_multiplier=alpha,
         padding="same",
         bn_epsilon=norms[0].epsilon,
-        image_shape=(height, width, channels),
+        image_shape=(None, None, model.input_shape[-1]),  # any size, unlike the source
     )
     theirs = [layer for layer in model.layers if isinstance(layer, _WEIGHTED)]
     has_top = isinstance(model.layers[-1], (keras.layers.Activation, keras.layers.Dense)) and (
