@@ -173,3 +173,25 @@ def test_converted_model_round_trips_through_keras_files(tmp_path):
     assert restored.preprocessor.image_converter.image_size == (224, 224)
     logits = keras.ops.convert_to_numpy(restored(reference["square_input"], training=False))
     assert relative_error(logits, reference["square_logits"]) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "timm_name, architecture, width",
+    [
+        ("mobilenetv1_125", "mobilenetv1", 1.25),
+        ("mobilenetv2_035", "mobilenetv2", 0.35),
+        ("tf_mobilenetv3_small_075", "mobilenetv3_small", 0.75),
+        ("mobilenetv3_large_minimal_100", "mobilenetv3_large_minimal", 1.0),
+        ("mobilenetv4_hybrid_medium_075", "mobilenetv4_hybrid_medium", 0.75),
+        ("mobilenetv4_conv_small_050", "mobilenetv4_conv_small", 0.5),
+    ],
+)
+def test_timm_names_of_other_widths(timm_name, architecture, width):
+    config = timm_convert.backbone_config_for(timm_name)
+    assert (config["architecture"], config["width_multiplier"]) == (architecture, width)
+
+
+@pytest.mark.parametrize("timm_name", ["mobilenetv2_110d", "mobilenetv1_100h", "mobilenetv5_300m"])
+def test_other_timm_families_are_refused(timm_name):
+    with pytest.raises(ValueError, match="not a MobileNet this package builds"):
+        timm_convert.backbone_config_for(timm_name)

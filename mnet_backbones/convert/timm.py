@@ -6,6 +6,7 @@ builder walked, and for every layer names the timm tensors that fill it.
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -40,20 +41,25 @@ def is_timm_snapshot(path):
     return "architecture" in config and "registered_name" not in config
 
 
+# timm names an architecture and its width: "mobilenetv3_large_075",
+# "mobilenetv4_hybrid_medium_075", "mobilenetv4_conv_small" (width 1.0).
+_TIMM_NAME = re.compile(r"(?P<architecture>mobilenetv\d(?:_[a-z]+)*?)(?:_(?P<width>\d{3}))?")
+
+
 def backbone_config_for(timm_architecture):
-    """Our backbone arguments for a timm architecture name."""
+    """Our backbone arguments for a timm architecture name, any width."""
     tf_port = timm_architecture.startswith(TF_PREFIX)
     name = timm_architecture[len(TF_PREFIX) :] if tf_port else timm_architecture
-    if name not in PRESETS:
-        supported = sorted(PRESETS) + sorted(TF_PREFIX + n for n in PRESETS if "mobilenetv3" in n)
+    match = _TIMM_NAME.fullmatch(name)
+    if not match or match["architecture"] not in architectures.ARCHITECTURES:
         raise ValueError(
             f"timm architecture {timm_architecture!r} is not a MobileNet this package "
-            f"builds. Supported timm architectures: {supported}."
+            "builds. Supported: [tf_]<architecture>[_<width x 100>] with <architecture> "
+            f"one of {sorted(architectures.ARCHITECTURES)}, e.g. {sorted(PRESETS)}."
         )
-    preset = PRESETS[name]
     return dict(
-        architecture=preset.architecture,
-        width_multiplier=preset.width_multiplier,
+        architecture=match["architecture"],
+        width_multiplier=int(match["width"]) / 100 if match["width"] else 1.0,
         padding="same" if tf_port else "symmetric",
         bn_epsilon=1e-3 if tf_port else 1e-5,
     )
