@@ -93,7 +93,8 @@ def test_summary_of_a_preset_folder_needs_a_size(capsys, tmp_path):
         (["summary", "mobilenetv1_025", "--size", "16", "64"], "at least 32"),
         (["summary", "mobilenetv1_025", "--num-classes", "0"], "positive integer"),
         (["summary", "mobilenetv1_025", "--size", "64"], "expected 2 arguments"),
-        (["convert"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+        (["convert"], "the following arguments are required"),
         ([], "required: COMMAND"),
     ],
 )
