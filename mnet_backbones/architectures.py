@@ -12,7 +12,6 @@ stage boundaries, so that `stages[i][j]` is timm's `blocks.i.j`.
 """
 
 import dataclasses
-import math
 from typing import Optional, Tuple, Union
 
 
@@ -75,7 +74,6 @@ class MQA:
 
 
 Block = Union[Conv, UIB, FusedIB, MQA]
-BLOCK_TYPES = {cls.__name__: cls for cls in (Conv, UIB, FusedIB, MQA)}
 
 
 def repeat(count, block):
@@ -459,7 +457,3 @@ def get_architecture(name):
         )
     return ARCHITECTURES[name]
 
-
-def output_size(size, stride):
-    """Spatial size after a total stride of `stride` (both paddings agree)."""
-    return None if size is None else math.ceil(size / stride)
