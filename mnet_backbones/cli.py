@@ -3,6 +3,7 @@
     mnet-backbones list [--no-params]
     mnet-backbones summary PRESET [--size H W] [--num-classes N]
     mnet-backbones convert SOURCE OUT_DIR
+    mnet-backbones demo detection|segmentation [DEMO OPTIONS]
 
 A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
@@ -256,7 +257,38 @@ def run_convert(args):
 
 
 # --------------------------------------------------------------------------
-COMMANDS = (add_list, add_summary, add_convert)
+# mnet-backbones demo detection|segmentation [DEMO OPTIONS]
+DEMOS = {
+    "detection": "heads.detection_demo",
+    "segmentation": "heads.segmentation_demo",
+}
+
+
+def add_demo(subcommands):
+    parser = subcommands.add_parser(
+        "demo",
+        help="train a head on synthetic shapes and evaluate it",
+        description="Generate a synthetic shapes dataset, train SSDLite "
+        "(detection) or DeepLabV3+ (segmentation) on mobilenetv4_conv_small "
+        "from scratch, evaluate on a held-out split and save a picture of the "
+        "predictions. Options after the demo's name go to the demo: "
+        "`mnet-backbones demo detection --help` lists them.",
+    )
+    parser.add_argument("demo", choices=sorted(DEMOS))
+    parser.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(run=run_demo)
+
+
+def run_demo(args):
+    import importlib
+
+    # Imported on demand: the heads and their data pipeline are only needed here.
+    demo = importlib.import_module(DEMOS[args.demo])
+    return demo.main(args.demo_args)
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary, add_convert, add_demo)
 
 
 def build_parser():

@@ -154,3 +154,21 @@ def test_convert_refuses_a_bad_source_or_a_full_folder(tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("x")
     assert cli.main(["convert", "mobilenetv2_100", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_demo_forwards_its_options_to_the_demo(monkeypatch):
+    received = []
+    fake = type(sys)("fake_demo")
+    fake.main = lambda argv: received.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fake_demo", fake)
+    monkeypatch.setitem(cli.DEMOS, "detection", "fake_demo")
+    assert cli.main(["demo", "detection", "--minutes", "1", "--out-dir", "x"]) == 0
+    assert received == [["--minutes", "1", "--out-dir", "x"]]
+
+
+def test_demo_names_the_allowed_demos(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "classification"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "'classification'" in error and "detection" in error and "segmentation" in error
