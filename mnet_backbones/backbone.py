@@ -6,7 +6,7 @@ import keras
 import keras_hub
 
 from mnet_backbones import architectures, weights
-from mnet_backbones.builder import build_features
+from mnet_backbones.builder import build_features, check_output_stride
 from mnet_backbones.layers import check_padding
 
 # Built-in preset folders hold this file in place of weights; loading it means
@@ -59,6 +59,14 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
     timm's `features_only` takes them). Every level has spatial size
     `ceil(size / stride)`, for any input of at least 32 pixels.
 
+    With `output_stride=16` (or 8) the blocks that would go beyond that
+    stride keep stride 1 and dilate the depthwise kernels after them instead
+    (DeepLab's atrous convolution), so the deepest maps are denser and the
+    weights unchanged. The pyramid keeps its four keys, named by nominal
+    stride: with 16, `"P5"` has stride 16 like `"P4"`; with 8, `"P4"` and
+    `"P5"` have stride 8 like `"P3"`. Attention blocks (V4 hybrid) keep their
+    key/value downsampling.
+
     The backbone expects inputs normalised as its weights were trained; a
     `MobileNetImageClassifier` from a preset carries that preprocessing.
 
@@ -73,6 +81,8 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         bn_epsilon: BatchNorm epsilon, 1e-5 for timm, 1e-3 for TensorFlow.
         bn_momentum: Keras BatchNorm momentum (PyTorch's 0.1 is Keras' 0.9).
         image_shape: `(height, width, channels)`; `None` sizes accept any size.
+        output_stride: 32 (the classifier's), 16 or 8: the stride of the
+            deepest map.
         dtype: dtype policy of the layers.
 
     Example:
@@ -88,6 +98,12 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
     {k: tuple(v.shape) for k, v in features.items()}
     # {'P2': (1, 56, 56, 32), 'P3': (1, 28, 28, 64),
     #  'P4': (1, 14, 14, 96), 'P5': (1, 7, 7, 960)}
+
+    # For segmentation: the deepest map at stride 16.
+    backbone = mnet_backbones.Backbone.from_preset(
+        "mobilenetv4_conv_small", load_weights=False, output_stride=16
+    )
+    backbone.pyramid_outputs["P5"].shape  # (None, None, None, 960): 14 x 14 at 224
     ```
     """
 
@@ -99,10 +115,12 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         bn_epsilon=1e-5,
         bn_momentum=0.9,
         image_shape=(None, None, 3),
+        output_stride=32,
         dtype=None,
         **kwargs,
     ):
         arch = architectures.get_architecture(architecture)
+        output_stride = check_output_stride(output_stride)
         width_multiplier = validate_width_multiplier(width_multiplier)
         check_padding(padding)
         image_shape = validate_image_shape(image_shape)
@@ -116,6 +134,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             padding=padding,
             bn_epsilon=bn_epsilon,
             bn_momentum=bn_momentum,
+            output_stride=output_stride,
             dtype=dtype,
         )
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
@@ -127,6 +146,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.bn_epsilon = bn_epsilon
         self.bn_momentum = bn_momentum
         self.image_shape = image_shape
+        self.output_stride = output_stride
         self.pyramid_outputs = pyramid
 
     @keras_hub.models.FeaturePyramidBackbone.pyramid_outputs.getter
@@ -159,6 +179,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             bn_epsilon=self.bn_epsilon,
             bn_momentum=self.bn_momentum,
             image_shape=self.image_shape,
+            output_stride=self.output_stride,
         )
         return config
 

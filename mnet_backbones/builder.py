@@ -11,6 +11,13 @@ from mnet_backbones.layers import (
 )
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def check_output_stride(output_stride):
+    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}.")
+    return int(output_stride)
 
 
 def pyramid_level(stride):
@@ -28,13 +35,23 @@ def final_conv_filters(arch, width_multiplier):
     return max(arch.final_conv, make_divisible(arch.final_conv * width_multiplier))
 
 
-def make_block(block, arch, width_multiplier, common, name):
-    """The Keras layer for one table row."""
+def make_block(block, arch, width_multiplier, common, name, strides=None, dilation_rate=1):
+    """The Keras layer for one table row.
+
+    `strides` (default: the row's) and `dilation_rate` let the builder turn a
+    stride into dilation of this and later blocks."""
     filters = scale_filters(block.filters, width_multiplier, arch.channel_rounding)
     activation = getattr(block, "activation", None) or arch.activation
+    strides = block.strides if strides is None else strides
     if isinstance(block, Conv):
         return ConvBNAct(
-            filters, block.kernel, strides=block.strides, activation=activation, name=name, **common
+            filters,
+            block.kernel,
+            strides=strides,
+            activation=activation,
+            dilation_rate=dilation_rate if block.kernel > 1 else 1,
+            name=name,
+            **common,
         )
     if isinstance(block, UIB):
         return InvertedBottleneck(
@@ -43,7 +60,8 @@ def make_block(block, arch, width_multiplier, common, name):
             start_kernel=block.start,
             mid_kernel=block.mid,
             end_kernel=block.end,
-            strides=block.strides,
+            strides=strides,
+            dilation_rate=dilation_rate,
             se_ratio=block.se,
             activation=activation,
             project_activation=block.project_activation,
@@ -59,12 +77,16 @@ def make_block(block, arch, width_multiplier, common, name):
             filters,
             expand_ratio=block.expand,
             kernel_size=block.kernel,
-            strides=block.strides,
+            strides=strides,
             activation=activation,
+            dilation_rate=dilation_rate,
             name=name,
             **common,
         )
     if isinstance(block, MQA):
+        # Attention is global, so a denser map needs no dilation here; the
+        # key/value downsampling keeps its stride (Keras convolutions cannot
+        # combine stride and dilation) and still halves the tokens it attends to.
         return MobileMultiQueryAttention(
             filters,
             num_heads=block.heads,
@@ -85,14 +107,22 @@ def build_features(
     padding="symmetric",
     bn_epsilon=1e-5,
     bn_momentum=0.9,
+    output_stride=32,
     dtype=None,
 ):
     """Apply the stem, every stage and (V2) the final conv to `inputs`.
 
+    With `output_stride` 16 or 8, a block that would take the map beyond that
+    stride keeps stride 1 and every later depthwise kernel is dilated by the
+    stride it skipped (DeepLab's atrous trick; the skipping block itself keeps
+    the dilation before it, as timm does). Weights are unchanged.
+
     Returns:
-        `(output, pyramid)`: the final stride-32 map, and a dict from
-        `"P2"`..`"P5"` to the output of the last block at strides 4..32.
+        `(output, pyramid)`: the final map, and a dict from `"P2"`..`"P5"` to
+        the output of the last block at nominal strides 4..32. Their real
+        strides are `min(nominal, output_stride)`.
     """
+    output_stride = check_output_stride(output_stride)
     common = dict(padding=padding, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, dtype=dtype)
     x = ConvBNAct(
         stem_filters(arch, width_multiplier),
@@ -102,12 +132,21 @@ def build_features(
         name="stem",
         **common,
     )(inputs)
-    stride = 2
+    stride = 2  # nominal: what the table gives, and what names the level
+    real_stride = 2
+    dilation = 1
     taps = {}
     for stage_index, stage in enumerate(arch.stages):
         for block_index, block in enumerate(stage):
             name = f"blocks_{stage_index}_{block_index}"
-            x = make_block(block, arch, width_multiplier, common, name)(x)
+            strides, block_dilation = block.strides, dilation
+            if strides > 1 and real_stride * strides > output_stride:
+                dilation *= strides
+                strides = 1
+            real_stride *= strides
+            x = make_block(
+                block, arch, width_multiplier, common, name, strides=strides, dilation_rate=block_dilation
+            )(x)
             stride *= block.strides
             taps[stride] = x
     pyramid = {pyramid_level(s): taps[s] for s in PYRAMID_STRIDES}

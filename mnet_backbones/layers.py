@@ -77,6 +77,17 @@ def _pad_symmetric(x, kernel_size, dilation_rate=1):
     return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
 
 
+def _check_dilation(dilation_rate, strides):
+    if isinstance(dilation_rate, bool) or not isinstance(dilation_rate, int) or dilation_rate < 1:
+        raise ValueError(f"dilation_rate must be a positive int, got {dilation_rate!r}.")
+    if dilation_rate > 1 and strides > 1:
+        # Keras convolutions refuse strides and dilation together.
+        raise ValueError(
+            f"dilation_rate > 1 needs strides=1, got dilation_rate={dilation_rate}, strides={strides}."
+        )
+    return dilation_rate
+
+
 def _ceil_div(size, stride):
     return None if size is None else -(-size // stride)
 
@@ -356,6 +367,9 @@ class InvertedBottleneck(_ResidualBlock):
             (the V1 depthwise-separable block).
         residual: add the input when shapes allow.
         layer_scale: initial per-channel scale of the branch, or None.
+        dilation_rate: dilation of every depthwise convolution; above 1 only
+            with `strides=1` (a backbone built with `output_stride` < 32
+            trades its later strides for dilation).
     """
 
     def __init__(
@@ -373,11 +387,13 @@ class InvertedBottleneck(_ResidualBlock):
         se_gate="hard_sigmoid",
         residual=True,
         layer_scale=None,
+        dilation_rate=1,
         **kwargs,
     ):
         super().__init__(filters, strides=strides, residual=residual, layer_scale=layer_scale, **kwargs)
         if strides > 1 and not (start_kernel or mid_kernel or end_kernel):
             raise ValueError("A strided InvertedBottleneck needs a depthwise kernel.")
+        self.dilation_rate = _check_dilation(dilation_rate, strides)
         self.expand_ratio = expand_ratio
         self.start_kernel = start_kernel
         self.mid_kernel = mid_kernel
@@ -399,7 +415,7 @@ class InvertedBottleneck(_ResidualBlock):
         stride_end = (
             self.strides if self.end_kernel and not (self.start_kernel or self.mid_kernel) else 1
         )
-        dw = dict(depthwise=True)
+        dw = dict(depthwise=True, dilation_rate=self.dilation_rate)
         self.dw_start = (
             self._conv(in_channels, self.start_kernel, stride_start, name="dw_start", **dw)
             if self.start_kernel
@@ -472,6 +488,7 @@ class InvertedBottleneck(_ResidualBlock):
             project_activation=self.project_activation,
             se_activation=self.se_activation,
             se_gate=self.se_gate,
+            dilation_rate=self.dilation_rate,
         )
         return config
 
@@ -486,19 +503,29 @@ class FusedInvertedBottleneck(_ResidualBlock):
         kernel_size: kernel of the expansion convolution, which carries the stride.
         strides: 1 or 2.
         activation: activation after the expansion.
+        dilation_rate: dilation of the expansion convolution (only with
+            `strides=1`).
     """
 
-    def __init__(self, filters, expand_ratio=4.0, kernel_size=3, strides=1, activation="relu", **kwargs):
+    def __init__(
+        self, filters, expand_ratio=4.0, kernel_size=3, strides=1, activation="relu", dilation_rate=1, **kwargs
+    ):
         super().__init__(filters, strides=strides, **kwargs)
         self.expand_ratio = expand_ratio
         self.kernel_size = kernel_size
         self.activation = activation
+        self.dilation_rate = _check_dilation(dilation_rate, strides)
         get_activation(activation)
 
     def build(self, input_shape):
         mid_channels = make_divisible(input_shape[-1] * self.expand_ratio)
         self.expand = self._conv(
-            mid_channels, self.kernel_size, self.strides, activation=self.activation, name="expand"
+            mid_channels,
+            self.kernel_size,
+            self.strides,
+            activation=self.activation,
+            dilation_rate=self.dilation_rate,
+            name="expand",
         )
         self.project = self._conv(self.filters, 1, name="project")
         _build_chain([self.expand, self.project], input_shape)
@@ -515,6 +542,7 @@ class FusedInvertedBottleneck(_ResidualBlock):
             expand_ratio=self.expand_ratio,
             kernel_size=self.kernel_size,
             activation=self.activation,
+            dilation_rate=self.dilation_rate,
         )
         return config
 
