@@ -1,0 +1,140 @@
+"""LiteRT export of an SSDLite detector and the numpy post-processing it needs.
+
+The exported `.tflite` file computes the raw outputs (box deltas and class
+logits for every anchor). Decoding and NMS stay outside it: keras-hub's
+`NonMaxSuppression` is a data-dependent while loop over the whole batch,
+which the TFLite converter does not turn into builtin ops. `postprocess`
+does that small step in numpy, with the anchors and settings that
+`export_litert` writes beside the model.
+"""
+
+import json
+import os
+
+import numpy as np
+
+
+def _settings_path(tflite_path):
+    return os.path.splitext(tflite_path)[0] + "_postprocess.npz"
+
+
+def export_litert(detector, path):
+    """Writes `path` (.tflite, raw outputs) and `<stem>_postprocess.npz`.
+
+    Returns the two paths. The `.npz` holds the anchors (xyxy pixels), the
+    box variance, the image size and the decoder's thresholds.
+
+    Example:
+    ```python
+    from heads import ssdlite_export
+    tflite, settings = ssdlite_export.export_litert(detector, "ssdlite.tflite")
+    detections = ssdlite_export.run_litert(tflite, images)  # same keys as predict
+    ```
+    """
+    import keras
+
+    detector.export(path, format="litert", verbose=False)
+    height, width = detector.image_size
+    anchors = keras.ops.convert_to_numpy(detector.label_encoder.anchors(keras.ops.zeros((1, height, width, 3))))
+    settings = _settings_path(path)
+    np.savez(
+        settings,
+        anchors=anchors.astype("float32"),
+        box_variance=np.array(detector.box_variance, "float32"),
+        image_size=np.array(detector.image_size, "int32"),
+        score_threshold=np.float32(detector.score_threshold),
+        iou_threshold=np.float32(detector.iou_threshold),
+        max_detections=np.int32(detector.max_detections),
+        bounding_box_format=np.array(json.dumps(detector.bounding_box_format)),
+    )
+    return path, settings
+
+
+def _iou_one_to_many(box, boxes):
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return intersection / np.maximum(area + areas - intersection, 1e-8)
+
+
+def postprocess(box_deltas, class_logits, anchors, box_variance, image_size,
+                score_threshold=0.3, iou_threshold=0.5, max_detections=100):  # fmt: skip
+    """Raw SSDLite outputs to detections, as `SSDLiteObjectDetector.predict` makes them.
+
+    Decodes centre/size deltas against the anchors, clips to the image,
+    takes each anchor's best class (sigmoid score), keeps scores above
+    `score_threshold` and runs greedy class-agnostic NMS. Returns
+    `{"boxes" (B, max_detections, 4) xyxy pixels, "confidence", "labels",
+    "num_detections"}`, padded with -1 like `predict`.
+
+    Example:
+    ```python
+    deltas, logits = ...  # the .tflite outputs
+    detections = postprocess(deltas, logits, settings["anchors"], settings["box_variance"], (192, 192))
+    ```
+    """
+    height, width = image_size
+    deltas = np.asarray(box_deltas, "float32") * np.asarray(box_variance, "float32")
+    anchors = np.asarray(anchors, "float32")
+    anchor_size = anchors[:, 2:] - anchors[:, :2]
+    anchor_centre = anchors[:, :2] + anchor_size / 2
+    centre = deltas[..., :2] * anchor_size + anchor_centre
+    size = np.exp(deltas[..., 2:]) * anchor_size
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+    boxes[..., 0::2] = np.clip(boxes[..., 0::2], 0, width)
+    boxes[..., 1::2] = np.clip(boxes[..., 1::2], 0, height)
+    scores = 1.0 / (1.0 + np.exp(-np.asarray(class_logits, "float32")))
+    batch = boxes.shape[0]
+    out = {
+        "boxes": np.full((batch, max_detections, 4), -1.0, "float32"),
+        "confidence": np.full((batch, max_detections), -1.0, "float32"),
+        "labels": np.full((batch, max_detections), -1, "int32"),
+        "num_detections": np.zeros((batch,), "int32"),
+    }
+    for i in range(batch):
+        confidence = scores[i].max(axis=-1)
+        order = np.argsort(-confidence, kind="stable")
+        order = order[confidence[order] > score_threshold]
+        kept = []
+        while order.size and len(kept) < max_detections:
+            best = order[0]
+            kept.append(best)
+            order = order[1:][_iou_one_to_many(boxes[i, best], boxes[i, order[1:]]) <= iou_threshold]
+        count = len(kept)
+        out["boxes"][i, :count] = boxes[i, kept]
+        out["confidence"][i, :count] = confidence[kept]
+        out["labels"][i, :count] = scores[i, kept].argmax(axis=-1)
+        out["num_detections"][i] = count
+    return out
+
+
+def run_litert(tflite_path, images):
+    """Runs an exported detector on `images` (B, H, W, 3, 0..255) and post-processes.
+
+    Boxes come back in xyxy input pixels. Example:
+    ```python
+    detections = run_litert("ssdlite.tflite", images)
+    ```
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    settings = np.load(_settings_path(tflite_path))
+    images = np.asarray(images, "float32")
+    interpreter = Interpreter(model_path=str(tflite_path))
+    (input_details,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(input_details["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_details["index"], images)
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()]
+    # The two outputs differ in their last axis: 4 for deltas, num_classes for logits
+    # (with 4 classes as well, the deltas come first, as the model lists them).
+    deltas, logits = sorted(outputs, key=lambda output: output.shape[-1] != 4) if len(outputs) == 2 else outputs
+    return postprocess(
+        deltas, logits, settings["anchors"], settings["box_variance"], tuple(settings["image_size"]),
+        float(settings["score_threshold"]), float(settings["iou_threshold"]), int(settings["max_detections"]),
+    )  # fmt: skip
