@@ -14,6 +14,8 @@ MODEL_TESTS=(
   tests/test_timm_conversion.py
   tests/test_bad_input.py
   tests/test_seed.py
+  tests/test_output_stride.py
+  tests/test_deeplab.py
 )
 
 for backend in jax torch; do

@@ -1,0 +1,214 @@
+"""VOC-style semantic segmentation data: image folder + mask folder, paired by name.
+
+Masks are single-channel PNGs of class indices (palette PNGs, as Pascal VOC
+ships them, read as their indices), 255 marking pixels to ignore. Masks are
+read with Pillow, because TensorFlow's PNG decoder expands a palette to
+colours.
+"""
+
+import os
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+IGNORE_LABEL = 255
+PAD_COLOUR = (124.0, 116.0, 104.0)  # the ImageNet mean, in 0..255
+
+
+def _files_by_stem(folder, extensions, what):
+    if not os.path.isdir(folder):
+        raise ValueError(f"The {what} folder {folder!r} does not exist.")
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in extensions:
+            if stem in files:
+                raise ValueError(f"Two {what} files share the name {stem!r} in {folder!r}: {files[stem]!r}, {name!r}.")
+            files[stem] = name
+    return files
+
+
+def segmentation_pairs(image_dir, mask_dir):
+    """Image and mask paths paired by file name (without extension).
+
+    Every image needs a mask (`<name>.png`) and every mask an image; names
+    without a partner raise a ValueError that lists them.
+
+    Example:
+    ```python
+    images, masks = segmentation_pairs("VOC2012/JPEGImages", "VOC2012/SegmentationClass")
+    ```
+    """
+    images = _files_by_stem(image_dir, IMAGE_EXTENSIONS, "image")
+    masks = _files_by_stem(mask_dir, (".png",), "mask")
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask or no_image:
+        def listed(names):
+            return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+        problems = []
+        if no_mask:
+            problems.append(f"{len(no_mask)} image(s) in {image_dir!r} without a mask: {listed(no_mask)}")
+        if no_image:
+            problems.append(f"{len(no_image)} mask(s) in {mask_dir!r} without an image: {listed(no_image)}")
+        raise ValueError("Images and masks must pair up by file name; " + "; ".join(problems) + ".")
+    if not images:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {image_dir!r}.")
+    stems = sorted(images)
+    return (
+        [os.path.join(image_dir, images[s]) for s in stems],
+        [os.path.join(mask_dir, masks[s]) for s in stems],
+    )
+
+
+def read_mask(path, num_classes=None):
+    """A mask file as a `(height, width)` uint8 array of class indices.
+
+    Raises a ValueError naming the file if it is not single-channel, or, with
+    `num_classes`, if it holds a value `>= num_classes` other than 255.
+
+    Example:
+    ```python
+    mask = read_mask("masks/000001.png", num_classes=4)
+    ```
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P", "I", "I;16", "1"):
+            raise ValueError(
+                f"Mask {path!r} has mode {image.mode!r}; masks must be single-channel PNGs of "
+                "class indices (mode L or P)."
+            )
+        mask = np.array(image)
+    if mask.ndim != 2:
+        raise ValueError(f"Mask {path!r} must be single-channel, got shape {mask.shape}.")
+    if mask.max(initial=0) > IGNORE_LABEL or mask.min(initial=0) < 0:
+        raise ValueError(f"Mask {path!r} holds values outside 0..255 (min {mask.min()}, max {mask.max()}).")
+    mask = mask.astype("uint8")
+    if num_classes is not None:
+        bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
+        if bad.size:
+            raise ValueError(
+                f"Mask {path!r} holds class values {bad[:10].tolist()}, but num_classes={num_classes} "
+                f"allows 0..{num_classes - 1} and {IGNORE_LABEL} (ignore)."
+            )
+    return mask
+
+
+def read_image(path):
+    """An image file as a `(height, width, 3)` uint8 RGB array."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.array(image.convert("RGB"))
+
+
+def _size_pair(image_size):
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    if (
+        not isinstance(image_size, (tuple, list))
+        or len(image_size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_size)
+    ):
+        raise ValueError(f"`image_size` must be a positive int or a (height, width) pair, got {image_size!r}.")
+    return tuple(image_size)
+
+
+def load_segmentation(
+    image_dir,
+    mask_dir,
+    image_size,
+    batch_size,
+    shuffle=False,
+    augment=False,
+    num_classes=None,
+    scale_range=(0.75, 1.25),
+    seed=None,
+):
+    """A `tf.data.Dataset` of `(images, masks)` batches from VOC-style folders.
+
+    Images `(batch, height, width, 3)` float32 in 0..255, resized bilinearly;
+    masks `(batch, height, width, 1)` int32, resized by nearest neighbour.
+    Pairs match by file name; unpaired names raise a ValueError listing them.
+    With `num_classes`, every mask is checked first and a value
+    `>= num_classes` other than 255 raises a ValueError naming the file.
+
+    With `augment`: a random horizontal flip and scale jitter (resize by a
+    factor in `scale_range`, then a random crop, or padding with ignore
+    label 255 in the mask and the mean colour in the image, back to
+    `image_size`).
+
+    Args:
+        image_dir: folder of RGB images (png, jpg, bmp).
+        mask_dir: folder of single-channel PNG masks, same names.
+        image_size: int or `(height, width)` of the batches.
+        batch_size: images per batch (the last batch may be smaller).
+        shuffle: reshuffle the pairs every epoch.
+        augment: random flip and scale jitter.
+        num_classes: if given, check every mask's values up front.
+        scale_range: `(min, max)` resize factor of the scale jitter.
+        seed: seed of shuffling and augmentation.
+
+    Example:
+    ```python
+    paths = heads.datasets.make_shapes("/tmp/shapes", 16, 96)
+    dataset = heads.datasets.load_segmentation(
+        paths["images"], paths["masks"], 64, batch_size=4, num_classes=4
+    )
+    images, masks = next(iter(dataset))  # (4, 64, 64, 3), (4, 64, 64, 1)
+    ```
+    """
+    import tensorflow as tf
+
+    height, width = _size_pair(image_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"`scale_range` must be (min, max) with 0 < min <= max, got {scale_range!r}.")
+    image_paths, mask_paths = segmentation_pairs(image_dir, mask_dir)
+    if num_classes is not None:
+        for path in mask_paths:
+            read_mask(path, num_classes)
+
+    def load_mask(path):
+        return read_mask(path.decode())[..., None]
+
+    def load(image_path, mask_path):
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        mask = tf.numpy_function(load_mask, [mask_path], tf.uint8, stateful=False)
+        mask = tf.ensure_shape(mask, (None, None, 1))
+        image = tf.image.resize(tf.cast(image, "float32"), (height, width), method="bilinear")
+        mask = tf.image.resize(mask, (height, width), method="nearest")
+        return image, tf.cast(mask, "int32")
+
+    def jitter(image, mask):
+        if tf.random.uniform(()) < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        scale = tf.random.uniform((), low, high)
+        size = tf.cast(tf.round(tf.constant([height, width], "float32") * scale), "int32")
+        image = tf.image.resize(image, size, method="bilinear")
+        mask = tf.image.resize(mask, size, method="nearest")
+        # Pad to at least the target, then crop at random. Padding pixels are
+        # the mean colour (so that BatchNorm statistics gathered in training do
+        # not learn black borders the test images lack); in the mask, ignored.
+        pad_h, pad_w = tf.maximum(height - size[0], 0), tf.maximum(width - size[1], 0)
+        mean = tf.constant(PAD_COLOUR, "float32")
+        image = tf.pad(image - mean, [[0, pad_h], [0, pad_w], [0, 0]]) + mean
+        mask = tf.pad(mask - IGNORE_LABEL, [[0, pad_h], [0, pad_w], [0, 0]]) + IGNORE_LABEL
+        stacked = tf.concat([image, tf.cast(mask, "float32")], axis=-1)
+        stacked = tf.image.random_crop(stacked, (height, width, 4))
+        return stacked[..., :3], tf.cast(stacked[..., 3:], "int32")
+
+    dataset = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
+    if shuffle:
+        dataset = dataset.shuffle(len(image_paths), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        if seed is not None:
+            tf.random.set_seed(seed)
+        dataset = dataset.map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,140 @@
+"""VOC-style segmentation data and evaluation: pairing, resizing, checks, metrics."""
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import heads
+from heads.datasets.segmentation import read_mask, segmentation_pairs
+from heads.segmentation_eval import confusion_matrix, segmentation_scores
+
+
+def write_pair(root, name, image, mask, palette=False):
+    (root / "images").mkdir(exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    Image.fromarray(np.asarray(image, "uint8")).save(root / "images" / f"{name}.png")
+    mask_image = Image.fromarray(np.asarray(mask, "uint8"), mode="L")
+    if palette:
+        mask_image = mask_image.convert("P")
+        mask_image.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 13 % 256, i * 29 % 256)])
+    mask_image.save(root / "masks" / f"{name}.png")
+
+
+@pytest.fixture
+def voc_set(tmp_path):
+    """Two 40x60 pairs: left half class 1 (red), right half class 2, a 255 band."""
+    image = np.zeros((40, 60, 3), "uint8")
+    image[:, :30, 0] = 255
+    mask = np.full((40, 60), 2, "uint8")
+    mask[:, :30] = 1
+    mask[:4] = 255
+    write_pair(tmp_path, "a", image, mask)
+    write_pair(tmp_path, "b", image[:, ::-1], mask[:, ::-1], palette=True)
+    return tmp_path
+
+
+def test_load_segmentation_resizes_images_bilinear_masks_nearest(voc_set):
+    dataset = heads.datasets.load_segmentation(
+        str(voc_set / "images"), str(voc_set / "masks"), (20, 30), batch_size=2, num_classes=3
+    )
+    images, masks = next(iter(dataset))
+    images, masks = np.asarray(images), np.asarray(masks)
+    assert images.shape == (2, 20, 30, 3) and images.dtype == np.float32
+    assert masks.shape == (2, 20, 30, 1) and masks.dtype == np.int32
+    assert set(np.unique(masks)) == {1, 2, 255}  # nearest: no blended labels
+    assert np.all(masks[0, 2:, :15] == 1) and np.all(masks[0, 2:, 15:] == 2) and np.all(masks[0, :2] == 255)
+    # The palette mask "b" reads as its indices, mirrored.
+    np.testing.assert_array_equal(masks[1], masks[0][:, ::-1])
+    assert images[0, 10, 5, 0] == pytest.approx(255) and images[0, 10, 25, 0] == pytest.approx(0)
+
+
+def test_augment_flips_and_jitters_but_keeps_labels(voc_set):
+    dataset = heads.datasets.load_segmentation(
+        str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=2, augment=True, shuffle=True, seed=3
+    )
+    seen_flip = False
+    for _ in range(8):
+        images, masks = (np.asarray(t) for t in next(iter(dataset)))
+        assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32, 1)
+        assert set(np.unique(masks)) <= {1, 2, 255}
+        # Labels follow the pixels: red pixels are class 1 wherever they moved.
+        labelled = masks[..., 0] != 255
+        red = images[..., 0] > 200
+        assert np.mean((masks[..., 0] == 1)[labelled & red]) > 0.95
+        left = masks[:, 10:, :8, 0]
+        seen_flip |= bool(np.any(left == 2))  # class 2 on the left only after a flip of "a"
+    assert seen_flip
+
+
+def test_unpaired_names_are_reported(voc_set):
+    (voc_set / "images" / "c.png").write_bytes((voc_set / "images" / "a.png").read_bytes())
+    (voc_set / "masks" / "d.png").write_bytes((voc_set / "masks" / "a.png").read_bytes())
+    with pytest.raises(ValueError, match=r"without a mask: c.*without an image: d"):
+        segmentation_pairs(str(voc_set / "images"), str(voc_set / "masks"))
+    with pytest.raises(ValueError, match="without a mask: c"):
+        heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 32, 2)
+
+
+def test_out_of_range_mask_values_name_the_file(voc_set):
+    bad = np.ones((40, 60), "uint8")
+    bad[5, 5] = 7
+    write_pair(voc_set, "z_bad", np.zeros((40, 60, 3)), bad)
+    with pytest.raises(ValueError, match=r"z_bad\.png.*\[7\].*num_classes=3"):
+        heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 32, 2, num_classes=3)
+    with pytest.raises(ValueError, match=r"z_bad\.png"):
+        read_mask(str(voc_set / "masks" / "z_bad.png"), num_classes=3)
+    assert read_mask(str(voc_set / "masks" / "z_bad.png"), num_classes=8)[5, 5] == 7
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(voc_set / "masks" / "z_bad.png")
+    with pytest.raises(ValueError, match=r"z_bad\.png.*single-channel"):
+        read_mask(str(voc_set / "masks" / "z_bad.png"))
+
+
+def test_scores_from_a_confusion_matrix():
+    confusion = confusion_matrix(np.array([0, 0, 1, 1, 1, 255]), np.array([0, 1, 1, 1, 0, 1]), 3)
+    np.testing.assert_array_equal(confusion, [[1, 1, 0], [1, 2, 0], [0, 0, 0]])
+    scores = segmentation_scores(confusion)
+    assert scores["per_class_IoU"][:2] == pytest.approx([1 / 3, 2 / 4])
+    assert np.isnan(scores["per_class_IoU"][2])  # absent class: out of the mean
+    assert scores["mIoU"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx(3 / 5)
+
+
+def red_is_class_one(size):
+    """A fixed 'segmenter': class 1 where the red channel is above 127.5."""
+    inputs = keras.Input(size + (3,))
+    red = keras.layers.Lambda(lambda x: x[..., :1] - 127.5)(inputs)
+    logits = keras.layers.Concatenate()([-red, red, -red - 1000.0])
+    return keras.Model(inputs, logits)
+
+
+def test_evaluate_segmentation_over_the_set_at_original_resolution(tmp_path):
+    # Image 1 (32x32): left half red; mask: top half 1, bottom half 0, row 0 ignored.
+    image = np.zeros((32, 32, 3), "uint8")
+    image[:, :16, 0] = 255
+    mask = np.zeros((32, 32), "uint8")
+    mask[:16] = 1
+    mask[0] = 255
+    write_pair(tmp_path, "one", image, mask)
+    # Image 2 (40x48, not the input size): all red, all background.
+    write_pair(tmp_path, "two", np.full((40, 48, 3), 255), np.zeros((40, 48)))
+    scores = heads.evaluate_segmentation(
+        red_is_class_one((32, 32)), str(tmp_path / "images"), str(tmp_path / "masks"), num_classes=3
+    )
+    # By hand: true 1 / predicted 1: 15 rows x 16 = 240; true 1 / predicted 0: 240;
+    # true 0 / predicted 1: 16 x 16 + 40 x 48 = 2176; true 0 / predicted 0: 256.
+    iou_background = 256 / (256 + 2176 + 240)
+    iou_one = 240 / (240 + 240 + 2176)
+    assert scores["per_class_IoU"][0] == pytest.approx(iou_background)
+    assert scores["per_class_IoU"][1] == pytest.approx(iou_one)
+    assert np.isnan(scores["per_class_IoU"][2])
+    assert scores["mIoU"] == pytest.approx((iou_background + iou_one) / 2)
+    assert scores["pixel_accuracy"] == pytest.approx((256 + 240) / (256 + 240 + 240 + 2176))
+
+
+def test_make_shapes_masks_load_with_four_classes(tmp_path):
+    paths = heads.datasets.make_shapes(str(tmp_path), 4, 48, seed=0)
+    dataset = heads.datasets.load_segmentation(paths["images"], paths["masks"], 32, 4, num_classes=4)
+    images, masks = next(iter(dataset))
+    assert tuple(images.shape) == (4, 32, 32, 3)
+    assert set(np.unique(np.asarray(masks))) <= {0, 1, 2, 3} and np.asarray(masks).max() > 0
