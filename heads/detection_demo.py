@@ -91,8 +91,17 @@ def save_picture(path, images, detections, class_names, min_confidence=0.3, colu
                       bbox={"facecolor": colour, "pad": 1, "linewidth": 0})  # fmt: skip
     figure.tight_layout(pad=0.3)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=72)
+    # Noisy backgrounds compress badly as true colour: a 256-colour palette
+    # keeps the picture small enough to live in the repository.
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=72, format="png")
     plt.close(figure)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def main(argv=None):

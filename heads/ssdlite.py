@@ -22,6 +22,10 @@ from keras_hub.models import ObjectDetector
 from keras_hub.src.layers.modeling.box_matcher import BoxMatcher
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
+# Registers the MobileNet backbones and presets, so that saved detectors on
+# them load and preset names resolve; nothing else of the package is used.
+import mnet_backbones  # noqa: F401,E402
+
 bounding_boxes = keras.utils.bounding_boxes
 
 # ImageNet statistics in 0..255 pixels: the normalisation the MobileNet presets
@@ -519,6 +523,21 @@ class SSDLiteObjectDetector(ObjectDetector):
             **kwargs,
         )
 
+    def compile_from_config(self, config):
+        # Our compile() names its losses, so Keras cannot replay a saved
+        # compile by itself; this restores it, optimizer state included.
+        config = dict(keras.saving.deserialize_keras_object(config))
+        losses = config.pop("loss", None) or {}
+        config.pop("metrics", None)
+        self.compile(
+            optimizer=config.pop("optimizer", "auto"),
+            box_loss=losses.get("bbox_regression", "auto"),
+            classification_loss=losses.get("cls_logits", "auto"),
+            **config,
+        )
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
         box_targets, class_targets = self.label_encoder(x, y["boxes"], y["labels"])
         positive = ops.cast(ops.greater_equal(class_targets, 0.0), "float32")
@@ -710,13 +729,13 @@ def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="x
                                     image_size=224, load_weights=False)
     ```
     """
+    num_classes = _check_positive_int("num_classes", num_classes)
+    image_size = _image_size(image_size)
     detector_args = set(SSDLiteObjectDetector.__init__.__code__.co_varnames) | {"name"}
     detector_kwargs = {k: v for k, v in kwargs.items() if k in detector_args}
     backbone_kwargs = {k: v for k, v in kwargs.items() if k not in detector_args}
     if isinstance(backbone, str):
         import keras_hub
-
-        import mnet_backbones  # noqa: F401  (registers the MobileNet presets)
 
         backbone = keras_hub.models.Backbone.from_preset(backbone, **backbone_kwargs)
     elif backbone_kwargs:

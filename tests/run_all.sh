@@ -14,6 +14,7 @@ MODEL_TESTS=(
   tests/test_timm_conversion.py
   tests/test_bad_input.py
   tests/test_seed.py
+  tests/test_ssdlite.py
   tests/test_output_stride.py
   tests/test_deeplab.py
 )

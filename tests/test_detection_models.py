@@ -87,6 +87,8 @@ def test_keras_file_and_preset_round_trips(trained, tmp_path):
     assert isinstance(loaded, heads.SSDLiteObjectDetector)
     assert loaded.get_config()["anchor_size"] == 2.0 and loaded.image_size == (IMAGE_SIZE, IMAGE_SIZE)
     assert_same_outputs(detector, loaded, images)
+    assert isinstance(loaded.optimizer, keras.optimizers.AdamW), "the compile is restored"
+    np.testing.assert_allclose(float(loaded.optimizer.iterations), float(detector.optimizer.iterations))
 
     detector.save_to_preset(str(tmp_path / "preset"))
     restored = heads.SSDLiteObjectDetector.from_preset(str(tmp_path / "preset"))

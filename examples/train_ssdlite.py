@@ -1,0 +1,14 @@
+"""Train SSDLite (mobilenetv4_conv_small, from scratch) on synthetic shapes; report COCO AP.
+
+Same as `mnet-backbones demo detection`. Usage:
+
+    python examples/train_ssdlite.py --out-dir runs/detection --picture docs/ssdlite_demo.png
+    python examples/train_ssdlite.py --help
+"""
+
+import sys
+
+from heads.detection_demo import main
+
+if __name__ == "__main__":
+    sys.exit(main())
