@@ -12,6 +12,7 @@ from mnet_backbones.classifier import (
     MobileNetImageClassifierPreprocessor,
     MobileNetImageConverter,
 )
+from mnet_backbones.macs import count_macs
 from mnet_backbones.presets import PRESETS, register_presets
 from mnet_backbones.weights import PretrainedWeightsUnavailableError
 from mnet_backbones.seed import (

@@ -16,11 +16,14 @@ import argparse
 import math
 import sys
 
+import keras
+
 from mnet_backbones import __version__
 from mnet_backbones.architectures import get_architecture
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
 from mnet_backbones.classifier import MobileNetImageClassifier
+from mnet_backbones.macs import count_macs
 from mnet_backbones.presets import PRESETS, check_preset_name
 
 PROG = "mnet-backbones"
@@ -59,6 +62,13 @@ def build_classifier(preset, image_shape=(None, None, 3), num_classes=IMAGENET_C
     return MobileNetImageClassifier(backbone, num_classes=num_classes)
 
 
+def macs_millions(model, image_shape):
+    """MACs in millions as text; "n/a" off TensorFlow, whose graph the counter reads."""
+    if keras.backend.backend() != "tensorflow":
+        return "n/a"
+    return f"{count_macs(model, image_shape) / 1e6:,.1f}"
+
+
 def markdown_table(header, rows, right_aligned=()):
     """Rows of strings as a markdown table whose columns line up in plain text."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -84,8 +94,8 @@ def add_list(subcommands):
         "list",
         help="table of the built-in presets",
         description="Print every built-in preset with its architecture, the "
-        "trainable parameters of its classifier at 1000 classes and the "
-        "channels of its pyramid levels P2-P5.",
+        "trainable parameters of its classifier at 1000 classes, the "
+        "channels of its pyramid levels P2-P5 and its MACs at its resolution.",
     )
     parser.add_argument(
         "--no-params",
@@ -117,13 +127,15 @@ def run_list(args):
             "(--no-params skips this)...",
             file=sys.stderr,
         )
-        header += [f"params ({IMAGENET_CLASSES} classes)", *PYRAMID_LEVELS]
+        header += [f"params ({IMAGENET_CLASSES} classes)", *PYRAMID_LEVELS, "MACs (M)"]
         right_aligned |= set(range(5, len(header)))
         for row in rows:
             classifier = build_classifier(row[0])
             pyramid = classifier.backbone.pyramid_outputs
             row.append(f"{trainable_parameters(classifier):,}")
             row.extend(str(pyramid[level].shape[-1]) for level in PYRAMID_LEVELS)
+            resolution = int(row[3])
+            row.append(macs_millions(classifier, (resolution, resolution, 3)))
     print(markdown_table(header, rows, right_aligned))
     return 0
 
@@ -195,6 +207,7 @@ def run_summary(args):
         f"classifier parameters: {trainable_parameters(classifier):,} trainable "
         f"({args.num_classes} classes)"
     )
+    print(f"classifier MACs:       {macs_millions(classifier, (height, width, 3))} M")
     return 0
 
 

@@ -39,11 +39,12 @@ def test_list_counts_params_and_channels(capsys, monkeypatch):
     monkeypatch.setattr(cli, "PRESETS", {name: PRESETS[name] for name in names})
     assert cli.main(["list"]) == 0
     header, _, *rows = table_rows(capsys.readouterr().out)
-    assert header[5:] == ["params (1000 classes)", "P2", "P3", "P4", "P5"]
+    assert header[5:] == ["params (1000 classes)", "P2", "P3", "P4", "P5", "MACs (M)"]
     for row in rows:
         expected = REFERENCE[row[0]]
         assert int(row[5].replace(",", "")) == expected["classifier_params"]
-        assert tuple(int(cell) for cell in row[6:]) == expected["pyramid_channels"]
+        assert tuple(int(cell) for cell in row[6:10]) == expected["pyramid_channels"]
+        assert float(row[10].replace(",", "")) == pytest.approx(expected["macs_millions"], rel=0.02)
 
 
 def test_summary_at_a_given_size(capsys):
@@ -58,6 +59,7 @@ def test_summary_at_a_given_size(capsys):
         "output": "(6, 7, 960)",
     }
     assert "classifier parameters: 3,774,024 trainable (1000 classes)" in out
+    assert "classifier MACs:" in out
 
 
 def test_summary_defaults_to_the_reference_resolution(capsys):
