@@ -18,6 +18,8 @@ import time
 import keras
 import numpy as np
 
+from heads.plotting import pyplot
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -63,10 +65,7 @@ def save_picture(path, images, detections, class_names, min_confidence=0.3, colu
     `keras.visualization.plot_bounding_box_gallery` draws with OpenCV, which
     this project does not depend on; matplotlib draws the same picture.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The detection demo's picture")
 
     count = len(images)
     rows = math.ceil(count / columns)
@@ -85,7 +84,7 @@ def save_picture(path, images, detections, class_names, min_confidence=0.3, colu
             label = int(detections["labels"][index, j])
             colour = colours[label % len(colours)]
             axis.add_patch(
-                matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5)
+                plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5)
             )
             axis.text(x0, y0, f"{class_names[label]} {score:.2f}", color="white", fontsize=6,
                       bbox={"facecolor": colour, "pad": 1, "linewidth": 0})  # fmt: skip

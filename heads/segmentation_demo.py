@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from heads.plotting import pyplot
+
 CLASS_NAMES = ("background", "circle", "square", "triangle")
 # Colours of the classes in the picture (background stays transparent).
 CLASS_COLOURS = ((0, 0, 0), (255, 40, 40), (40, 220, 60), (40, 90, 255))
@@ -95,10 +97,7 @@ def overlay(image, mask, alpha=0.6):
 
 def save_picture(path, images, true_masks, predicted_masks, columns=6):
     """Rows: images, ground truth over the images, predictions over the images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("The segmentation demo's picture")
 
     count = min(columns, len(images))
     figure, axes = plt.subplots(3, count, figsize=(1.8 * count, 5.6), squeeze=False)

@@ -82,11 +82,11 @@ def test_a_small_segmenter_overfits_two_masks():
     masks[1, 30:60, 4:28] = 2
     segmenter = heads.DeepLabV3PlusSegmenter(small_backbone(), num_classes=3, image_size=64, **SMALL)
     segmenter.compile(optimizer=keras.optimizers.Adam(1e-2))
-    before = segmenter.evaluate(x, masks, verbose=0, return_dict=True)
-    # One epoch of 40 steps, each batch the same two images.
-    segmenter.fit(np.tile(x, (40, 1, 1, 1)), np.tile(masks, (40, 1, 1, 1)), batch_size=2, shuffle=False, verbose=0)
-    after = segmenter.evaluate(x, masks, verbose=0, return_dict=True)
-    assert after["loss"] < 0.3 * before["loss"], (before, after)
+    # Two epochs of 20 steps, each batch the same two images.
+    history = segmenter.fit(
+        np.tile(x, (20, 1, 1, 1)), np.tile(masks, (20, 1, 1, 1)), batch_size=2, epochs=2, shuffle=False, verbose=0
+    )
+    assert history.history["loss"][1] < 0.5 * history.history["loss"][0], history.history
     predicted = np.argmax(segmenter.predict(x, verbose=0), axis=-1)  # inference mode: moving statistics
     truth = masks[..., 0]
     ious = [(np.sum((predicted == c) & (truth == c)) / np.sum((predicted == c) | (truth == c))) for c in range(3)]
