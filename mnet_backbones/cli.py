@@ -4,6 +4,7 @@
     mnet-backbones summary PRESET [--size H W] [--num-classes N]
     mnet-backbones convert SOURCE OUT_DIR
     mnet-backbones demo detection|segmentation [DEMO OPTIONS]
+    mnet-backbones bench [PRESETS...] [--repeats N] [--plot PNG] [--quick]
 
 A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
@@ -301,7 +302,60 @@ def run_demo(args):
 
 
 # --------------------------------------------------------------------------
-COMMANDS = (add_list, add_summary, add_convert, add_demo)
+# mnet-backbones bench [PRESETS...]
+def add_bench(subcommands):
+    from mnet_backbones.bench import DEFAULT_PRESETS
+
+    parser = subcommands.add_parser(
+        "bench",
+        help="latency, MACs and memory of presets, side by side with keras.applications",
+        description="Time each preset's 1000-class classifier (random weights, its "
+        "reference resolution) in Keras TensorFlow graph mode and in LiteRT float32 and "
+        "int8, next to keras.applications' model of the same architecture for V1-V3, "
+        "and print the medians and ratios as markdown tables. Needs KERAS_BACKEND="
+        f"tensorflow. Default presets: {' '.join(DEFAULT_PRESETS)}.",
+    )
+    parser.add_argument("presets", nargs="*", metavar="PRESET", help="built-in preset names")
+    parser.add_argument("--repeats", type=positive_int, default=20, help="timed runs per figure (default 20)")
+    parser.add_argument(
+        "--batch-sizes", type=positive_int, nargs="+", default=[1, 32], choices=[1, 32],
+        metavar="B", help="TF graph batch sizes, 1 and/or 32 (default: both)",
+    )
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip keras.applications")
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 LiteRT export")
+    parser.add_argument("--plot", metavar="PNG", help="write the Pareto plot (latency against MACs) here")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a smoke run: 3 repeats, batch 1 only (figures too noisy to quote)",
+    )
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args):
+    from mnet_backbones import bench
+
+    if keras.backend.backend() != "tensorflow":
+        raise CommandError(
+            f"bench times TensorFlow graph mode and LiteRT; run it with KERAS_BACKEND=tensorflow "
+            f"(now {keras.backend.backend()!r})."
+        )
+    presets = tuple(args.presets) or bench.DEFAULT_PRESETS
+    repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
+    try:
+        rows, rate = bench.run_benchmark(
+            presets, repeats, batch_sizes, peers=args.peers, int8=args.int8,
+            progress=lambda name: print(f"measuring {name}", file=sys.stderr),
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    print(bench.results_table(rows, rate))
+    if args.plot:
+        print(f"\nwrote {bench.pareto_plot(rows, args.plot)}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench)
 
 
 def build_parser():

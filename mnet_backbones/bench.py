@@ -1,0 +1,336 @@
+"""Side-by-side speed and size of the presets, against keras.applications.
+
+Everything is measured in one run on one machine, so that the ratios
+(ours / keras.applications) mean something on a shared, noisy computer:
+each figure is the median of repeated timings, and each of our models is timed
+right next to its peer. `python -m mnet_backbones bench --help` lists the
+options; `run_benchmark` is the library entry point.
+
+What is measured per preset, at its reference resolution, with random weights
+(speed does not depend on the values):
+
+- parameters and MACs (`count_macs`) of the 1000-class classifier;
+- Keras on TensorFlow in graph mode (`tf.function`, no XLA: on CPU XLA is
+  slower for these models), batch 1 and batch 32;
+- LiteRT float32 (and int8, when the export module can quantise), batch 1,
+  2 threads;
+- the peak resident memory of a fresh process that loads the LiteRT model
+  and runs it (`ru_maxrss`, minus that of a process that only imports the
+  interpreter);
+- the MAC bound: 2 x MACs / the machine's float32 GEMM rate, measured here
+  with a NumPy 1024 x 1024 matrix product.
+"""
+
+import dataclasses
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.classifier import MobileNetImageClassifier
+from mnet_backbones.macs import count_macs
+from mnet_backbones.presets import PRESETS
+
+IMAGENET_CLASSES = 1000
+LITERT_THREADS = 2
+DEFAULT_PRESETS = (
+    "mobilenetv1_100",
+    "mobilenetv2_100",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_100",
+    "mobilenetv4_conv_small",
+    "mobilenetv4_conv_medium",
+    "mobilenetv4_hybrid_medium",
+)
+
+# keras.applications' constructor for each of our architectures it also has.
+PEERS = {
+    "mobilenetv1": ("MobileNet", {}),
+    "mobilenetv2": ("MobileNetV2", {}),
+    "mobilenetv3_large": ("MobileNetV3Large", {"include_preprocessing": False}),
+    "mobilenetv3_small": ("MobileNetV3Small", {"include_preprocessing": False}),
+    "mobilenetv3_large_minimal": (
+        "MobileNetV3Large",
+        {"include_preprocessing": False, "minimalistic": True},
+    ),
+    "mobilenetv3_small_minimal": (
+        "MobileNetV3Small",
+        {"include_preprocessing": False, "minimalistic": True},
+    ),
+}
+
+
+@dataclasses.dataclass
+class Timing:
+    """One model's figures; latencies are median seconds, None when not measured."""
+
+    model: str
+    params: int
+    macs: int
+    graph_batch1: float = None
+    graph_batch32: float = None
+    litert_float32: float = None
+    litert_int8: float = None
+    litert_peak_mib: float = None
+
+
+def median_seconds(run, repeats, warmup=2):
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_rate(size=1024, repeats=10):
+    """The machine's float32 matrix-multiply rate in FLOP/s (NumPy, median)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats)
+
+
+def classifier_for(preset):
+    """Our 1000-class classifier of `preset`, fixed at its reference resolution."""
+    resolution = PRESETS[preset].resolution
+    backbone = MobileNetBackbone.from_preset(
+        preset, load_weights=False, image_shape=(resolution, resolution, 3)
+    )
+    return MobileNetImageClassifier(backbone, num_classes=IMAGENET_CLASSES)
+
+
+def peer_for(preset):
+    """keras.applications' model of the same architecture, or None (V4)."""
+    spec = PRESETS[preset]
+    if spec.architecture not in PEERS:
+        return None
+    constructor, kwargs = PEERS[spec.architecture]
+    return getattr(keras.applications, constructor)(
+        input_shape=(spec.resolution, spec.resolution, 3),
+        alpha=spec.width_multiplier,
+        weights=None,
+        classes=IMAGENET_CLASSES,
+        classifier_activation=None,
+        **kwargs,
+    )
+
+
+def graph_latency(model, batch_size, repeats):
+    import tensorflow as tf
+
+    images = tf.random.uniform((batch_size, *model.input_shape[1:]))
+    forward = tf.function(lambda x: model(x, training=False), jit_compile=False)
+    return median_seconds(lambda: forward(images).numpy(), repeats)
+
+
+def litert_latency(path, repeats):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=LITERT_THREADS)
+    interpreter.allocate_tensors()
+    (given,) = interpreter.get_input_details()
+    dtype = given["dtype"]
+    images = np.random.default_rng(0).uniform(0, 1, given["shape"]).astype(np.float32)
+    if np.issubdtype(dtype, np.integer):
+        scale, zero_point = given["quantization"]
+        images = np.clip(np.round(images / scale + zero_point), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    interpreter.set_tensor(given["index"], images.astype(dtype))
+    return median_seconds(interpreter.invoke, repeats)
+
+
+PEAK_MEMORY_PROGRAM = """
+import resource, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+if sys.argv[1] != "-":
+    interpreter = Interpreter(model_path=sys.argv[1], num_threads={threads})
+    interpreter.allocate_tensors()
+    for _ in range(3):
+        interpreter.invoke()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _max_rss_kib(path):
+    program = PEAK_MEMORY_PROGRAM.format(threads=LITERT_THREADS)
+    output = subprocess.run(
+        [sys.executable, "-c", program, path], check=True, capture_output=True, text=True
+    ).stdout
+    return int(output.split()[-1])
+
+
+def litert_peak_memory_mib(path):
+    """Peak resident memory of running the LiteRT model, over a bare interpreter process."""
+    return (_max_rss_kib(path) - _max_rss_kib("-")) / 1024
+
+
+def export_litert(model, path, int8=False):
+    """Write `model` as LiteRT; int8 only if the export module provides it, else None."""
+    if not int8:
+        model.export(path, format="litert", verbose=False)
+        return path
+    try:
+        from mnet_backbones.export import export_model
+    except ImportError:
+        return None
+    return export_model(model, path, format="litert", int8=True)
+
+
+def measure(name, model, repeats, batch_sizes, work_dir, int8=True):
+    timing = Timing(
+        model=name,
+        params=sum(math.prod(weight.shape) for weight in model.trainable_weights),
+        macs=count_macs(model),
+    )
+    if 1 in batch_sizes:
+        timing.graph_batch1 = graph_latency(model, 1, repeats)
+    if 32 in batch_sizes:
+        timing.graph_batch32 = graph_latency(model, 32, max(3, repeats // 4))
+    file_stem = os.path.join(work_dir, name.replace("/", "_"))
+    float_path = export_litert(model, f"{file_stem}.tflite")
+    timing.litert_float32 = litert_latency(float_path, repeats)
+    timing.litert_peak_mib = litert_peak_memory_mib(float_path)
+    if int8:
+        int8_path = export_litert(model, f"{file_stem}_int8.tflite", int8=True)
+        if int8_path is not None:
+            timing.litert_int8 = litert_latency(int8_path, repeats)
+    return timing
+
+
+def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
+    """Measure `presets` and their keras.applications peers; returns (rows, GEMM FLOP/s).
+
+    Each row is a `Timing`; a peer's row follows its preset's, named
+    `keras.applications/<preset>`.
+    """
+    for preset in presets:
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
+    rate = gemm_rate()
+    rows = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        for preset in presets:
+            if progress:
+                progress(preset)
+            rows.append(measure(preset, classifier_for(preset), repeats, batch_sizes, work_dir, int8))
+            peer = peer_for(preset) if peers else None
+            if peer is not None:
+                if progress:
+                    progress(f"keras.applications/{preset}")
+                rows.append(
+                    measure(f"keras.applications/{preset}", peer, repeats, batch_sizes, work_dir, int8)
+                )
+    return rows, rate
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.2f}"
+
+
+def _ratio(ours, theirs):
+    return "-" if ours is None or theirs is None else f"{ours / theirs:.2f}"
+
+
+def results_table(rows, rate):
+    """The measurements as markdown: one table of figures, one of ratios."""
+    from mnet_backbones.cli import markdown_table
+
+    header = [
+        "model", "params (M)", "MACs (M)", "TF graph b1 ms", "TF graph b32 ms",
+        "LiteRT fp32 ms", "LiteRT int8 ms", "int8 speed-up", "MAC bound ms",
+        "fp32 / bound", "LiteRT peak MiB",
+    ]
+    body = []
+    for row in rows:
+        bound = 2 * row.macs / rate
+        body.append(
+            [
+                row.model,
+                f"{row.params / 1e6:.2f}",
+                f"{row.macs / 1e6:.1f}",
+                _ms(row.graph_batch1),
+                _ms(row.graph_batch32),
+                _ms(row.litert_float32),
+                _ms(row.litert_int8),
+                _ratio(row.litert_float32, row.litert_int8),
+                _ms(bound),
+                _ratio(row.litert_float32, bound),
+                "-" if row.litert_peak_mib is None else f"{row.litert_peak_mib:.0f}",
+            ]
+        )
+    figures = markdown_table(header, body, right_aligned=set(range(1, len(header))))
+    by_name = {row.model: row for row in rows}
+    ratio_rows = []
+    for row in rows:
+        peer = by_name.get(f"keras.applications/{row.model}")
+        if peer is None:
+            continue
+        ratio_rows.append(
+            [
+                row.model,
+                _ratio(row.graph_batch1, peer.graph_batch1),
+                _ratio(row.graph_batch32, peer.graph_batch32),
+                _ratio(row.litert_float32, peer.litert_float32),
+                _ratio(row.litert_int8, peer.litert_int8),
+            ]
+        )
+    ratios = markdown_table(
+        ["ours / keras.applications", "TF graph b1", "TF graph b32", "LiteRT fp32", "LiteRT int8"],
+        ratio_rows,
+        right_aligned={1, 2, 3, 4},
+    )
+    return f"{figures}\n\n{ratios}\n\nfloat32 GEMM rate: {rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"
+
+
+def pareto_plot(rows, path):
+    """Latency against MACs, one point per model and runtime, as a PNG."""
+    from heads.plotting import pyplot
+
+    plt = pyplot("The Pareto plot (--plot)")
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    series = (
+        ("TF graph, batch 1", "graph_batch1", "o"),
+        ("LiteRT float32", "litert_float32", "s"),
+        ("LiteRT int8", "litert_int8", "^"),
+    )
+    for is_peer in (False, True):
+        for label, field, marker in series:
+            points = [
+                (row.macs / 1e6, getattr(row, field) * 1e3, row.model)
+                for row in rows
+                if getattr(row, field) is not None and row.model.startswith("keras.") == is_peer
+            ]
+            if not points:
+                continue
+            axes.scatter(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker=marker,
+                facecolors="none" if is_peer else None,
+                edgecolors="gray" if is_peer else None,
+                label=f"{label} ({'keras.applications' if is_peer else 'ours'})",
+            )
+            if not is_peer:
+                for macs, latency, name in points:
+                    axes.annotate(name.replace("mobilenet", ""), (macs, latency), fontsize=7)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("MACs (millions)")
+    axes.set_ylabel("latency (ms, median)")
+    axes.set_title("MobileNet presets: latency against MACs")
+    axes.legend(fontsize=7)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
