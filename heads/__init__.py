@@ -1,7 +1,8 @@
 """Dense-prediction heads (SSDLite, DeepLabV3+) on any keras-hub feature pyramid.
 
 Heads see only a backbone's `pyramid_outputs`; they never import backbone
-internals. The heads themselves arrive with their own issues.
+internals, so any `keras_hub.models.FeaturePyramidBackbone` with P2-P5 serves.
+Data loaders and the synthetic shapes set are in `heads.datasets`.
 """
 
 from heads.coco_eval import evaluate_coco
