@@ -26,10 +26,8 @@ from keras import ops
 from keras_hub.models import ImageSegmenter
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
-# ImageNet statistics in 0..255 pixels (the MobileNet presets' normalisation),
-# so raw uint8-range images go straight into `fit` and `predict`.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_VARIANCE = ((0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2)
+from heads.ssdlite import IMAGENET_MEAN, IMAGENET_VARIANCE, pixel_normalizer
+
 # DeepLabV3's atrous rates at output stride 16 (Chen et al., 2017).
 ATROUS_RATES_AT_16 = (6, 12, 18)
 IGNORE_LABEL = 255
@@ -326,9 +324,7 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.num_classes = num_classes  # before the functional init, whose compile() reads it
-        self.normalizer = keras.layers.Normalization(
-            mean=list(pixel_mean), variance=list(pixel_variance), dtype=head_dtype, name="normalizer"
-        )
+        self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
         self.feature_extractor = keras.Model(
             backbone.inputs, {level: backbone.pyramid_outputs[level] for level in ("P2", "P5")}, name="pyramid"

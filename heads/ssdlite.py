@@ -37,6 +37,19 @@ SSD_BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 DEFAULT_EXTRA_FILTERS = (256, 256, 128, 128, 64, 64)
 
 
+def pixel_normalizer(mean, variance, dtype=None):
+    """(pixels - mean) / sqrt(variance) per channel, as one scale and offset.
+
+    A `Rescaling` rather than a `Normalization` layer: its constants are
+    created inside the traced graph, which tf2onnx folds into the ONNX file
+    (a `Normalization`'s captured tensors become extra graph inputs).
+    """
+    std = [math.sqrt(v) for v in variance]
+    return keras.layers.Rescaling(
+        scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)], dtype=dtype, name="normalizer"
+    )
+
+
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
@@ -427,9 +440,7 @@ class SSDLiteObjectDetector(ObjectDetector):
             max_detections=max_detections,
             name="prediction_decoder",
         )
-        self.normalizer = keras.layers.Normalization(
-            mean=list(pixel_mean), variance=list(pixel_variance), dtype=head_dtype, name="normalizer"
-        )
+        self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
         self.feature_extractor = keras.Model(
             backbone.inputs, {level: backbone.pyramid_outputs[level] for level in ("P4", "P5")},

@@ -18,11 +18,13 @@ def _settings_path(tflite_path):
     return os.path.splitext(tflite_path)[0] + "_postprocess.npz"
 
 
-def export_litert(detector, path):
+def export_litert(detector, path, **converter_options):
     """Writes `path` (.tflite, raw outputs) and `<stem>_postprocess.npz`.
 
     Returns the two paths. The `.npz` holds the anchors (xyxy pixels), the
     box variance, the image size and the decoder's thresholds.
+    `converter_options` go to `detector.export` (TFLite converter settings,
+    such as int8 quantisation: see `mnet_backbones.export`).
 
     Example:
     ```python
@@ -33,7 +35,7 @@ def export_litert(detector, path):
     """
     import keras
 
-    detector.export(path, format="litert", verbose=False)
+    detector.export(path, format="litert", verbose=False, **converter_options)
     height, width = detector.image_size
     anchors = keras.ops.convert_to_numpy(detector.label_encoder.anchors(keras.ops.zeros((1, height, width, 3))))
     settings = _settings_path(path)

@@ -12,7 +12,7 @@ What is measured per preset, at its reference resolution, with random weights
 - parameters and MACs (`count_macs`) of the 1000-class classifier;
 - Keras on TensorFlow in graph mode (`tf.function`, no XLA: on CPU XLA is
   slower for these models), batch 1 and batch 32;
-- LiteRT float32 (and int8, when the export module can quantise), batch 1,
+- LiteRT float32 and full-integer int8 (`mnet_backbones.export`), batch 1,
   2 threads;
 - the peak resident memory of a fresh process that loads the LiteRT model
   and runs it (`ru_maxrss`, minus that of a process that only imports the
@@ -33,6 +33,7 @@ import time
 import keras
 import numpy as np
 
+from mnet_backbones import export
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
 from mnet_backbones.macs import count_macs
@@ -175,15 +176,11 @@ def litert_peak_memory_mib(path):
 
 
 def export_litert(model, path, int8=False):
-    """Write `model` as LiteRT; int8 only if the export module provides it, else None."""
-    if not int8:
-        model.export(path, format="litert", verbose=False)
-        return path
-    try:
-        from mnet_backbones.export import export_model
-    except ImportError:
-        return None
-    return export_model(model, path, format="litert", int8=True)
+    """Write `model` as LiteRT, float32 or int8 (calibrated on random images in [-1, 1])."""
+    calibration = None
+    if int8:
+        calibration = export.random_images(export.model_image_size(model)) / 127.5 - 1.0
+    return export.export_model(model, path, "litert", int8=int8, calibration_images=calibration)
 
 
 def measure(name, model, repeats, batch_sizes, work_dir, int8=True):
@@ -202,8 +199,7 @@ def measure(name, model, repeats, batch_sizes, work_dir, int8=True):
     timing.litert_peak_mib = litert_peak_memory_mib(float_path)
     if int8:
         int8_path = export_litert(model, f"{file_stem}_int8.tflite", int8=True)
-        if int8_path is not None:
-            timing.litert_int8 = litert_latency(int8_path, repeats)
+        timing.litert_int8 = litert_latency(int8_path, repeats)
     return timing
 
 

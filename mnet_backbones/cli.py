@@ -5,6 +5,7 @@
     mnet-backbones convert SOURCE OUT_DIR
     mnet-backbones demo detection|segmentation [DEMO OPTIONS]
     mnet-backbones bench [PRESETS...] [--repeats N] [--plot PNG] [--quick]
+    mnet-backbones export MODEL OUT [--format litert|onnx] [--int8 --calibration-data DIR]
 
 A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
@@ -15,6 +16,7 @@ prints it as one line and returns 2, as argparse does for bad arguments.
 
 import argparse
 import math
+import os
 import sys
 
 import keras
@@ -355,7 +357,92 @@ def run_bench(args):
 
 
 # --------------------------------------------------------------------------
-COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench)
+# mnet-backbones export MODEL OUT
+def add_export(subcommands):
+    from mnet_backbones import export
+
+    parser = subcommands.add_parser(
+        "export",
+        help="write a model as LiteRT or ONNX (optionally int8) and check it against Keras",
+        description="Export MODEL (a built-in preset name, a folder written by "
+        "save_to_preset, or a .keras file: classifier, backbone, SSDLite detector or "
+        "DeepLabV3+ segmenter) to OUT, then run the file beside the Keras model and "
+        "print their agreement. Needs KERAS_BACKEND=tensorflow.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="preset name, preset folder or .keras file")
+    parser.add_argument("out", metavar="OUT", help="the file to write (.tflite or .onnx)")
+    parser.add_argument("--format", choices=export.FORMATS, default="litert", help="default: litert")
+    parser.add_argument(
+        "--task", choices=export.TASKS, default="classifier",
+        help="for a preset name: the 1000-class classifier (default) or the bare backbone",
+    )
+    parser.add_argument(
+        "--no-weights", dest="load_weights", action="store_false",
+        help="for a preset name: random weights instead of the pretrained ones",
+    )
+    parser.add_argument(
+        "--image-size", type=positive_int, nargs="+", metavar=("H", "W"),
+        help="input size of the file (default: the model's own, else the preset's resolution)",
+    )
+    parser.add_argument("--int8", action="store_true", help="full-integer int8 quantisation (LiteRT)")
+    parser.add_argument(
+        "--calibration-data", metavar="DIR",
+        help="folder of images (jpg/png) representative of the inputs, for --int8 and the check",
+    )
+    parser.add_argument(
+        "--num-calibration", type=positive_int, default=export.DEFAULT_CALIBRATION_IMAGES,
+        metavar="N", help=f"images to use from DIR (default {export.DEFAULT_CALIBRATION_IMAGES})",
+    )
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args):
+    from mnet_backbones import export
+    from mnet_backbones.presets import PRESETS
+
+    if keras.backend.backend() != "tensorflow":
+        raise CommandError(
+            "export converts through TensorFlow; run it with KERAS_BACKEND=tensorflow "
+            f"(now {keras.backend.backend()!r})."
+        )
+    if args.image_size is not None and len(args.image_size) > 2:
+        raise CommandError(f"--image-size takes H or H W, got {args.image_size}")
+    if args.int8 and args.format != "litert":
+        raise CommandError("--int8 is available with --format litert only")
+    if args.int8 and not args.calibration_data:
+        raise CommandError(
+            "--int8 needs --calibration-data DIR: a folder of images like the ones the model will see"
+        )
+    expected_suffix = export.SUFFIXES[args.format]
+    if not args.out.endswith(expected_suffix):
+        raise CommandError(f"OUT must end with {expected_suffix} for --format {args.format}, got {args.out!r}")
+    try:
+        model, normalize = export.load_model(args.model, task=args.task, load_weights=args.load_weights)
+        image_size = args.image_size
+        if image_size is None and args.model in PRESETS and None in model.inputs[0].shape[1:3]:
+            image_size = PRESETS[args.model].resolution
+        image_size = export.model_image_size(model, image_size)
+        if args.calibration_data:
+            pixels = export.read_images(args.calibration_data, image_size, args.num_calibration)
+        else:
+            pixels = export.random_images(image_size, count=4)
+        inputs = normalize(pixels)
+        export.export_model(
+            model, args.out, args.format, image_size, int8=args.int8,
+            calibration_images=inputs if args.int8 else None,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from None
+    report = export.compare(model, args.out, inputs)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB), input {image_size[0]} x {image_size[1]}")
+    what = "calibration images" if args.calibration_data else "random images (pass --calibration-data for real ones)"
+    for key, value in report.items():
+        print(f"{key.replace('_', ' ')} on {len(inputs)} {what}: {value:.3g}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench, add_export)
 
 
 def build_parser():

@@ -1,0 +1,328 @@
+"""Export a model to LiteRT or ONNX, optionally int8, and measure what it costs.
+
+`export_model` writes the file; `compare` runs it beside the Keras model and
+says how closely it agrees. Both work for backbones, classifiers, SSDLite
+detectors and DeepLabV3+ segmenters; `load_model` turns a preset name, a
+saved preset folder or a `.keras` file into the model to export.
+
+Example:
+```python
+from mnet_backbones import export
+
+model, normalize = export.load_model("mobilenetv4_conv_small", load_weights=False)
+export.export_model(model, "small.tflite", image_size=(224, 224))
+export.export_model(model, "small_int8.tflite", image_size=(224, 224), int8=True,
+                    calibration_images=normalize(pixels))  # pixels: (N, 224, 224, 3), 0..255
+print(export.compare(model, "small_int8.tflite", normalize(pixels)))
+```
+
+Export goes through Keras's own `model.export` on the TensorFlow backend
+(LiteRT through TensorFlow's converter, ONNX through tf2onnx); int8 is the
+converter's full-integer post-training quantisation: every operator runs in
+int8 and only the model's float input and outputs are (de)quantised at its
+edges, so the file takes and returns float32 like the float one.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+FORMATS = ("litert", "onnx")
+SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+TASKS = ("classifier", "backbone")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_CALIBRATION_IMAGES = 100
+IMAGENET_CLASSES = 1000
+
+
+def _require_tensorflow(what):
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} goes through TensorFlow's converters, but Keras runs on "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before "
+            "importing keras."
+        )
+
+
+def _kind(model):
+    """"detector", "segmenter", "classifier" or "backbone": what the outputs mean."""
+    import keras_hub
+
+    if isinstance(model, keras_hub.models.ObjectDetector):
+        return "detector"
+    if isinstance(model, keras_hub.models.ImageSegmenter):
+        return "segmenter"
+    if isinstance(model, keras_hub.models.ImageClassifier):
+        return "classifier"
+    return "backbone"
+
+
+# --------------------------------------------------------------------------
+# What to export.
+def _identity(pixels):
+    return np.asarray(pixels, "float32")
+
+
+def _normalizer(converter):
+    """Pixels in 0..255 to model inputs, with a keras-hub ImageConverter's scale and offset."""
+    if converter is None or converter.scale is None:
+        return _identity
+    scale = np.asarray(converter.scale, "float32")
+    offset = np.asarray(0.0 if converter.offset is None else converter.offset, "float32")
+    return lambda pixels: np.asarray(pixels, "float32") * scale + offset
+
+
+def load_model(source, task="classifier", load_weights=True, num_classes=None):
+    """The model named by `source` and the function that prepares its inputs.
+
+    `source` is a built-in preset name (then `task` picks the 1000-class, or
+    `num_classes`, classifier or the bare backbone, and `load_weights` whether
+    to fetch its pretrained weights), a folder written by `save_to_preset` or
+    a timm snapshot (a task folder loads as its task; otherwise `task` picks
+    the classifier or the backbone on it), or a `.keras` file (classifiers, backbones, SSDLite detectors, DeepLabV3+
+    segmenters). Returns `(model, normalize)`, where `normalize` maps RGB pixels
+    in 0..255 to what the model takes: the preset's normalisation for
+    backbones and classifiers; the identity for the heads, which normalise
+    inside the model.
+    """
+    import keras_hub
+
+    import heads  # noqa: F401  (registers the heads' classes for loading)
+    from mnet_backbones.backbone import MobileNetBackbone
+    from mnet_backbones.classifier import MobileNetImageClassifier, MobileNetImageConverter
+    from mnet_backbones.presets import PRESETS
+
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+    source = os.fspath(source)
+    if source in PRESETS:
+        converter = MobileNetImageConverter.from_preset(source)
+        if task == "backbone":
+            model = MobileNetBackbone.from_preset(source, load_weights=load_weights)
+        else:
+            model = MobileNetImageClassifier.from_preset(
+                source, load_weights=load_weights, num_classes=num_classes or IMAGENET_CLASSES
+            )
+        return model, _normalizer(converter)
+    if source.endswith(".keras"):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"No such .keras file: {source!r}.")
+        model = keras.models.load_model(source)
+    elif os.path.isdir(source):
+        if os.path.exists(os.path.join(source, "task.json")):
+            model = keras_hub.models.Task.from_preset(source)
+        elif task == "backbone":
+            model = keras_hub.models.Backbone.from_preset(source)
+        else:  # a backbone-only preset or a timm snapshot: the classifier on it
+            kwargs = {} if num_classes is None else {"num_classes": num_classes}
+            try:
+                model = MobileNetImageClassifier.from_preset(source, **kwargs)
+            except TypeError as error:
+                raise ValueError(
+                    f"{source!r} holds a backbone without a classifier head ({error}); "
+                    "export it with task='backbone' (--task backbone) or pass num_classes."
+                ) from None
+    else:
+        raise ValueError(
+            f"{source!r} is neither a built-in preset, a saved preset folder nor a "
+            f".keras file. Built-in presets: {sorted(PRESETS)}."
+        )
+    preprocessor = getattr(model, "preprocessor", None)
+    return model, _normalizer(getattr(preprocessor, "image_converter", None))
+
+
+def model_image_size(model, image_size=None):
+    """(height, width) to export at: `image_size`, else the model's fixed input size."""
+    if image_size is not None:
+        image_size = tuple(int(v) for v in np.broadcast_to(image_size, (2,)))
+        if min(image_size) < 32:
+            raise ValueError(f"image_size must be at least 32 x 32, got {image_size}.")
+        return image_size
+    height, width = model.inputs[0].shape[1:3]
+    if height is None or width is None:
+        raise ValueError(
+            f"{model.name} takes images of any size; pass image_size=(height, width) "
+            "(on the command line, --image-size H W) to fix the exported input."
+        )
+    return int(height), int(width)
+
+
+def read_images(directory, image_size, limit=DEFAULT_CALIBRATION_IMAGES):
+    """Up to `limit` images from `directory` (sorted by name), resized, as 0..255 float32."""
+    from PIL import Image
+
+    names = sorted(n for n in os.listdir(directory) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {directory!r}.")
+    height, width = image_size
+    pixels = []
+    for name in names[:limit]:
+        with Image.open(os.path.join(directory, name)) as image:
+            image = image.convert("RGB").resize((width, height), Image.BILINEAR)
+            pixels.append(np.asarray(image, "float32"))
+    return np.stack(pixels)
+
+
+def random_images(image_size, count=8, seed=0):
+    """Smooth random 0..255 images: enough to calibrate for speed, not for accuracy."""
+    rng = np.random.default_rng(seed)
+    height, width = image_size
+    coarse = rng.uniform(0, 255, size=(count, 8, 8, 3)).astype("float32")
+    return keras.ops.convert_to_numpy(keras.ops.image.resize(coarse, (height, width)))
+
+
+# --------------------------------------------------------------------------
+# Writing the file.
+def _litert_int8_options(calibration_images):
+    import tensorflow as tf
+
+    def representative_dataset():
+        for image in calibration_images:
+            yield [np.asarray(image[None], "float32")]
+
+    return {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative_dataset,
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+    }
+
+
+def export_model(model, path, format="litert", image_size=None, int8=False, calibration_images=None):
+    """Write `model` to `path` as LiteRT or ONNX at a fixed image size; returns `path`.
+
+    Args:
+        model: a backbone, classifier, SSDLite detector or DeepLabV3+ segmenter.
+        path: the file to write (`.tflite` for LiteRT, `.onnx` for ONNX).
+        format: "litert" or "onnx".
+        image_size: (height, width) of the exported input; defaults to the
+            model's own fixed size (the heads have one).
+        int8: full-integer post-training quantisation (LiteRT only).
+        calibration_images: the representative dataset for `int8`, model inputs
+            (already normalised) of shape (N, height, width, 3). Without it,
+            `random_images` serve: fine for timing, poor for accuracy.
+
+    The batch axis stays free. An SSDLite detector is written with raw outputs
+    and its post-processing settings beside it (`heads.ssdlite_export`).
+    """
+    _require_tensorflow("Export")
+    if format not in FORMATS:
+        raise ValueError(f"Unknown format {format!r}; expected one of {FORMATS}.")
+    path = os.fspath(path)
+    if not path.endswith(SUFFIXES[format]):
+        raise ValueError(f"A {format} file must end with {SUFFIXES[format]!r}, got {path!r}.")
+    if int8 and format != "litert":
+        raise ValueError("int8 quantisation is available for format='litert' only.")
+    height, width = model_image_size(model, image_size)
+    options = {}
+    if int8:
+        if calibration_images is None:
+            calibration_images = random_images((height, width))
+        calibration_images = np.asarray(calibration_images, "float32")
+        if calibration_images.ndim != 4 or calibration_images.shape[1:] != (height, width, 3):
+            raise ValueError(
+                f"calibration_images must have shape (N, {height}, {width}, 3), "
+                f"got {calibration_images.shape}."
+            )
+        options = _litert_int8_options(calibration_images)
+    if _kind(model) == "detector":
+        from heads import ssdlite_export
+
+        if (height, width) != tuple(model.image_size):
+            raise ValueError(
+                f"An SSDLite detector exports at its own image_size {tuple(model.image_size)}, "
+                f"got image_size={(height, width)}."
+            )
+        if format == "litert":
+            ssdlite_export.export_litert(model, path, **options)
+            return path
+    signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
+    model.export(path, format=format, input_signature=signature, verbose=False, **options)
+    return path
+
+
+# --------------------------------------------------------------------------
+# Running the file and comparing.
+def run_exported(path, inputs):
+    """Run a `.tflite` or `.onnx` file on `inputs`; returns its outputs as a list of arrays.
+
+    Outputs come in the order of the file's output names.
+    """
+    inputs = np.asarray(inputs, "float32")
+    path = os.fspath(path)
+    if path.endswith(".onnx"):
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        (feed,) = session.get_inputs()
+        names = sorted(output.name for output in session.get_outputs())
+        return session.run(names, {feed.name: inputs})
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    (details,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(details["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(details["index"], inputs)
+    interpreter.invoke()
+    outputs = sorted(interpreter.get_output_details(), key=lambda detail: detail["name"])
+    return [interpreter.get_tensor(detail["index"]) for detail in outputs]
+
+
+def is_full_integer(path):
+    """True when every tensor the LiteRT file computes with, but its float input and outputs, is integer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    ops = interpreter._get_ops_details()
+    float_ops = [
+        op["op_name"]
+        for op in ops
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+        and any(
+            interpreter._get_tensor_details(i, 0)["dtype"] == np.float32
+            for i in list(op["inputs"]) + list(op["outputs"])
+            if i >= 0 and i not in edges
+        )
+    ]
+    return not float_ops
+
+
+def _keras_outputs(model, inputs):
+    outputs = model(keras.ops.convert_to_tensor(inputs), training=False)
+    if isinstance(outputs, dict):
+        outputs = [outputs[key] for key in sorted(outputs)]
+    elif not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
+    return [keras.ops.convert_to_numpy(output) for output in outputs]
+
+
+def compare(model, path, inputs):
+    """How closely the exported file agrees with `model` on `inputs` (model inputs).
+
+    Returns a dict with `max_relative_error` (the largest absolute difference
+    of an output over its largest absolute Keras value), `mean_relative_error`
+    (the mean absolute difference over the mean absolute value; the larger of
+    the outputs') and, by kind of
+    model, `top1_agreement` (classifiers: the fraction of images whose top
+    class is the same) or `pixel_agreement` (segmenters: the fraction of
+    pixels with the same class).
+    """
+    expected = _keras_outputs(model, inputs)
+    actual = run_exported(path, inputs)
+    if len(actual) != len(expected):
+        raise ValueError(f"{path} has {len(actual)} outputs, the model {len(expected)}.")
+    if len(expected) > 1:  # match by shape where names sort differently from keys
+        actual = sorted(actual, key=lambda a: [e.shape for e in expected].index(a.shape))
+    pairs = list(zip(actual, expected))
+    report = {
+        "max_relative_error": max(float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-12)) for a, e in pairs),
+        "mean_relative_error": max(float(np.mean(np.abs(a - e)) / max(np.mean(np.abs(e)), 1e-12)) for a, e in pairs),
+    }
+    kind = _kind(model)
+    if kind == "classifier":
+        report["top1_agreement"] = float(np.mean(actual[0].argmax(-1) == expected[0].argmax(-1)))
+    elif kind == "segmenter":
+        report["pixel_agreement"] = float(np.mean(actual[0].argmax(-1) == expected[0].argmax(-1)))
+    return report

@@ -1,0 +1,73 @@
+"""`mnet-backbones bench`: the tables it prints and a smoke run. Speed itself is never asserted."""
+
+import keras
+import pytest
+
+from conftest import REFERENCE
+from mnet_backbones import bench, cli
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="bench times TensorFlow graph mode and LiteRT; run with KERAS_BACKEND=tensorflow.",
+)
+
+
+def table_rows(text):
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_results_table_figures_and_ratios():
+    ms = 1e-3
+    rows = [
+        bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, 8 * ms, 80 * ms, 6 * ms, 2 * ms, 12.0),
+        bench.Timing("keras.applications/mobilenetv2_100", 3_504_872, 300_000_000, 10 * ms, 100 * ms, 5 * ms),
+        bench.Timing("mobilenetv4_conv_small", 3_774_024, 186_000_000, 4 * ms),
+    ]
+    text = bench.results_table(rows, rate=100e9)
+    figures, _, *body = table_rows(text.split("\n\n")[0])
+    assert figures[0] == "model" and len(body) == 3
+    ours = dict(zip(figures, body[0]))
+    assert ours["params (M)"] == "3.50"
+    assert ours["MACs (M)"] == "300.0"
+    assert ours["TF graph b1 ms"] == "8.00"
+    assert ours["int8 speed-up"] == "3.00"  # 6 ms / 2 ms
+    assert ours["MAC bound ms"] == "6.00"  # 2 x 3e8 / 1e11 s
+    assert ours["fp32 / bound"] == "1.00"
+    assert ours["LiteRT peak MiB"] == "12"
+    unmeasured = dict(zip(figures, body[2]))
+    assert unmeasured["TF graph b32 ms"] == "-" and unmeasured["LiteRT int8 ms"] == "-"
+
+    ratio_header, _, *ratio_rows = table_rows(text.split("\n\n")[1])
+    assert ratio_rows == [["mobilenetv2_100", "0.80", "0.80", "1.20", "-"]]
+    assert "100.0 GFLOP/s" in text
+
+
+def test_unknown_preset_is_a_one_line_error(capsys):
+    assert cli.main(["bench", "mobilenetv9"]) == 2
+    error = capsys.readouterr().err
+    assert "mobilenetv9" in error and "mobilenetv4_conv_small" in error
+
+
+def test_quick_run_measures_ours_and_the_peer(capsys, tmp_path):
+    plot = tmp_path / "pareto.png"
+    status = cli.main(["bench", "--quick", "mobilenetv1_025", "--plot", str(plot)])
+    assert status == 0
+    out = capsys.readouterr().out
+    header, _, *rows = table_rows(out.split("\n\n")[0])
+    by_model = {row[0]: dict(zip(header, row)) for row in rows}
+    assert set(by_model) == {"mobilenetv1_025", "keras.applications/mobilenetv1_025"}
+    for row in by_model.values():
+        # Same architecture as keras.applications: same parameters, REFERENCE.md's MACs.
+        assert row["params (M)"] == f"{REFERENCE['mobilenetv1_025']['classifier_params'] / 1e6:.2f}"
+        assert float(row["MACs (M)"]) == pytest.approx(REFERENCE["mobilenetv1_025"]["macs_millions"], rel=0.02)
+        for field in ("TF graph b1 ms", "LiteRT fp32 ms", "LiteRT int8 ms"):
+            assert float(row[field]) > 0, (field, row)
+        assert float(row["LiteRT peak MiB"]) >= 0  # a 2 MB model may round to 0 MiB
+        assert row["TF graph b32 ms"] == "-"  # --quick: batch 1 only
+    _, _, ratio = table_rows(out.split("\n\n")[1])
+    assert ratio[0] == "mobilenetv1_025" and float(ratio[1]) > 0 and float(ratio[3]) > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,175 @@
+"""`mnet_backbones.export` and `mnet-backbones export`: LiteRT and ONNX files that
+compute what Keras computes, and int8 files that are integer inside and agree."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import heads
+from conftest import ONE_PER_GENERATION, PARITY_DIR, condition, requires_parity_fixtures
+from mnet_backbones import cli, export
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="export converts through TensorFlow; run with KERAS_BACKEND=tensorflow.",
+)
+pytest.importorskip("ai_edge_litert", reason="pip install ai-edge-litert")
+pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+pytest.importorskip("tf2onnx", reason="pip install tf2onnx")
+
+FLOAT_TOLERANCE = 1e-4  # of the largest absolute output
+SIZE = (64, 96)  # not square, so that a height/width mix-up shows
+
+
+def figure(printed, label):
+    """The number after `label ...:` in the command's output."""
+    (line,) = [line for line in printed.splitlines() if line.startswith(label)]
+    return float(line.rsplit(":", 1)[1])
+
+
+def smooth_images(count, size, seed):
+    return export.random_images(size, count=count, seed=seed)
+
+
+@pytest.mark.parametrize("preset", ONE_PER_GENERATION)
+def test_onnx_matches_keras_for_every_generation(preset, tmp_path):
+    model, normalize = export.load_model(preset, task="backbone", load_weights=False)
+    inputs = normalize(smooth_images(2, SIZE, seed=1))
+    condition(model, inputs)  # trained-like BatchNorm statistics, so errors are not hidden
+    path = export.export_model(model, tmp_path / "model.onnx", "onnx", SIZE)
+    report = export.compare(model, path, inputs)
+    assert report["max_relative_error"] < FLOAT_TOLERANCE
+
+
+def test_cli_exports_a_classifier_and_prints_its_agreement(tmp_path, capsys):
+    out = tmp_path / "v1.tflite"
+    status = cli.main(["export", "mobilenetv1_025", str(out), "--no-weights", "--image-size", "64", "96"])
+    assert status == 0 and out.stat().st_size > 100_000
+    printed = capsys.readouterr().out
+    assert "input 64 x 96" in printed
+    error = figure(printed, "max relative error")
+    assert error < FLOAT_TOLERANCE
+    assert "top1 agreement" in printed
+
+
+def write_images(folder, count, size):
+    folder.mkdir()
+    for i, pixels in enumerate(smooth_images(count, size, seed=2)):
+        Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@requires_parity_fixtures()
+def test_int8_classifier_from_timm_weights_is_integer_and_agrees(tmp_path, capsys):
+    """mobilenetv4_conv_small with its ImageNet weights (the parity snapshot)."""
+    calibration = write_images(tmp_path / "calibration", 16, (224, 224))
+    out = tmp_path / "small_int8.tflite"
+    snapshot = os.path.join(PARITY_DIR, "mobilenetv4_conv_small")
+    argv = ["export", snapshot, str(out), "--image-size", "224", "--int8", "--calibration-data", str(calibration)]
+    assert cli.main(argv) == 0
+    assert export.is_full_integer(out)
+    float_size = 3_774_024 * 4  # the classifier's parameters in float32
+    assert out.stat().st_size < 0.4 * float_size
+    printed = capsys.readouterr().out
+    agreement = figure(printed, "top1 agreement on 16 calibration images")
+    assert agreement >= 0.75
+
+
+def test_int8_needs_calibration_data_and_litert(tmp_path, capsys):
+    out = str(tmp_path / "m.tflite")
+    assert cli.main(["export", "mobilenetv1_025", out, "--no-weights", "--int8"]) == 2
+    assert "--calibration-data" in capsys.readouterr().err
+    onnx = str(tmp_path / "m.onnx")
+    assert cli.main(["export", "mobilenetv1_025", onnx, "--no-weights", "--format", "onnx", "--int8", "--calibration-data", "x"]) == 2
+    assert "litert only" in capsys.readouterr().err
+    assert cli.main(["export", "mobilenetv1_025", out, "--format", "onnx"]) == 2
+    assert "must end with .onnx" in capsys.readouterr().err
+    assert cli.main(["export", "no_such_model", out]) == 2
+    assert "mobilenetv4_conv_small" in capsys.readouterr().err  # the valid presets are listed
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = heads.create_deeplabv3plus(
+        "mobilenetv1_025", 3, image_size=SIZE, load_weights=False,
+        aspp_filters=16, low_level_filters=8, decoder_filters=16,
+    )  # fmt: skip
+    condition(model, smooth_images(4, SIZE, seed=3))
+    path = tmp_path_factory.mktemp("segmenter") / "segmenter.keras"
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = heads.create_ssdlite("mobilenetv1_025", 3, image_size=64, load_weights=False)
+    condition(model, smooth_images(4, (64, 64), seed=3))
+    path = tmp_path_factory.mktemp("detector") / "detector.keras"
+    model.save(path)
+    return model, path
+
+
+@pytest.mark.parametrize("format", export.FORMATS)
+def test_segmenter_from_a_keras_file_exports(segmenter, format, tmp_path, capsys):
+    _, path = segmenter
+    out = tmp_path / f"seg{export.SUFFIXES[format]}"
+    assert cli.main(["export", str(path), str(out), "--format", format]) == 0
+    printed = capsys.readouterr().out
+    assert "input 64 x 96" in printed
+    error = figure(printed, "max relative error")
+    assert error < FLOAT_TOLERANCE
+    agreement = figure(printed, "pixel agreement")
+    assert agreement > 0.99
+
+
+def test_int8_segmenter_is_integer_and_mostly_agrees(segmenter, tmp_path):
+    model, _ = segmenter
+    calibration = smooth_images(8, SIZE, seed=4)
+    path = export.export_model(model, tmp_path / "seg_int8.tflite", int8=True, calibration_images=calibration)
+    assert export.is_full_integer(path)
+    report = export.compare(model, path, smooth_images(4, SIZE, seed=5))
+    assert report["pixel_agreement"] > 0.8
+
+
+@pytest.mark.parametrize("format", export.FORMATS)
+def test_detector_from_a_keras_file_exports_raw_outputs(detector, format, tmp_path):
+    model, path = detector
+    loaded, normalize = export.load_model(path)
+    out = export.export_model(loaded, tmp_path / f"det{export.SUFFIXES[format]}", format)
+    inputs = normalize(smooth_images(2, (64, 64), seed=6))
+    assert export.compare(model, out, inputs)["max_relative_error"] < FLOAT_TOLERANCE
+
+
+def test_int8_detector_keeps_its_detections(detector, tmp_path):
+    from heads import ssdlite_export
+
+    model, _ = detector
+    calibration = smooth_images(8, (64, 64), seed=7)
+    path = export.export_model(model, tmp_path / "det_int8.tflite", int8=True, calibration_images=calibration)
+    assert export.is_full_integer(path)
+    assert os.path.exists(tmp_path / "det_int8_postprocess.npz")
+    report = export.compare(model, path, smooth_images(2, (64, 64), seed=8))
+    # A random network quantises worse than a trained one (its outputs are
+    # noise-sized): this catches a broken file (error ~1), while the detection
+    # demo measures what int8 costs a trained detector in AP.
+    assert report["mean_relative_error"] < 0.5
+    detections = ssdlite_export.run_litert(path, smooth_images(2, (64, 64), seed=8))
+    assert detections["boxes"].shape[-1] == 4
+
+
+def test_bad_arguments_name_the_value(tmp_path):
+    model, _ = export.load_model("mobilenetv1_025", task="backbone", load_weights=False)
+    with pytest.raises(ValueError, match="image_size"):
+        export.export_model(model, tmp_path / "m.tflite")  # any-size backbone: size needed
+    with pytest.raises(ValueError, match="'tflite'"):
+        export.export_model(model, tmp_path / "m.tflite", format="tflite", image_size=64)
+    with pytest.raises(ValueError, match=r"\(N, 64, 64, 3\)"):
+        export.export_model(model, tmp_path / "m.tflite", image_size=64, int8=True,
+                            calibration_images=np.zeros((2, 32, 32, 3)))  # fmt: skip
+    with pytest.raises(ValueError, match="task"):
+        export.load_model("mobilenetv1_025", task="detector")
