@@ -1,0 +1,123 @@
+"""What LiteRT export, float32 and int8, costs the demos' trained heads.
+
+Runs after the two demos (`mnet-backbones demo detection --out-dir runs/detection`,
+`mnet-backbones demo segmentation --out-dir runs/segmentation`), which leave
+their trained models and shapes data in their folders. For each head it
+exports the model to LiteRT float32 and full-integer int8 (calibrated on
+training images), then scores Keras and both files on the held-out split
+with the same evaluation: COCO AP/AP50/AP75 for SSDLite, mIoU and pixel
+accuracy for DeepLabV3+. TensorFlow backend.
+
+Run: python examples/int8_heads.py [--detection runs/detection] [--segmentation runs/segmentation]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import heads  # noqa: E402
+from heads import ssdlite_export  # noqa: E402
+from mnet_backbones import export  # noqa: E402
+
+CALIBRATION_IMAGES = 64
+
+
+class LiteRTDetector:
+    """Enough of a detector for `heads.evaluate_coco`: predict through the .tflite file."""
+
+    def __init__(self, path, detector):
+        self.path = path
+        self.image_size = detector.image_size
+        self.bounding_box_format = detector.bounding_box_format
+
+    def predict(self, dataset, verbose=0):
+        batches = [ssdlite_export.run_litert(self.path, keras.ops.convert_to_numpy(images)) for images in dataset]
+        return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+
+
+class LiteRTSegmenter:
+    """Enough of a segmenter for `heads.evaluate_segmentation`."""
+
+    def __init__(self, path, segmenter):
+        self.path = path
+        self.image_size = segmenter.image_size
+
+    def predict(self, images, verbose=0):
+        (logits,) = export.run_exported(self.path, images)
+        return logits
+
+
+def calibration_images(folder, image_size):
+    return export.read_images(os.path.join(folder, "train", "images"), image_size, CALIBRATION_IMAGES)
+
+
+def detection_rows(folder):
+    detector = keras.models.load_model(os.path.join(folder, "ssdlite.keras"))
+    val = os.path.join(folder, "val")
+    float_path = export.export_model(detector, os.path.join(folder, "ssdlite.tflite"))
+    int8_path = export.export_model(
+        detector, os.path.join(folder, "ssdlite_int8.tflite"), int8=True,
+        calibration_images=calibration_images(folder, detector.image_size),
+    )  # fmt: skip
+    rows = []
+    for name, model, path in (
+        ("Keras", detector, None),
+        ("LiteRT float32", LiteRTDetector(float_path, detector), float_path),
+        ("LiteRT int8", LiteRTDetector(int8_path, detector), int8_path),
+    ):
+        metrics = heads.evaluate_coco(model, os.path.join(val, "annotations.json"), os.path.join(val, "images"))
+        size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
+        rows.append(["SSDLite", name, f"AP {metrics['AP']:.3f} / AP50 {metrics['AP50']:.3f} / AP75 {metrics['AP75']:.3f}", size])
+    return rows
+
+
+def segmentation_rows(folder):
+    segmenter = keras.models.load_model(os.path.join(folder, "deeplab.keras"))
+    val = os.path.join(folder, "val")
+    num_classes = segmenter.num_classes
+    float_path = export.export_model(segmenter, os.path.join(folder, "deeplab.tflite"))
+    int8_path = export.export_model(
+        segmenter, os.path.join(folder, "deeplab_int8.tflite"), int8=True,
+        calibration_images=calibration_images(folder, segmenter.image_size),
+    )  # fmt: skip
+    rows = []
+    for name, model, path in (
+        ("Keras", segmenter, None),
+        ("LiteRT float32", LiteRTSegmenter(float_path, segmenter), float_path),
+        ("LiteRT int8", LiteRTSegmenter(int8_path, segmenter), int8_path),
+    ):
+        scores = heads.evaluate_segmentation(model, os.path.join(val, "images"), os.path.join(val, "masks"), num_classes)
+        size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
+        rows.append(["DeepLabV3+", name, f"mIoU {scores['mIoU']:.3f} / pixel accuracy {scores['pixel_accuracy']:.3f}", size])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--detection", default="runs/detection", help="the detection demo's --out-dir")
+    parser.add_argument("--segmentation", default="runs/segmentation", help="the segmentation demo's --out-dir")
+    args = parser.parse_args(argv)
+    from mnet_backbones.cli import markdown_table
+
+    rows = []
+    if os.path.exists(os.path.join(args.detection, "ssdlite.keras")):
+        rows += detection_rows(args.detection)
+    else:
+        print(f"no ssdlite.keras in {args.detection}: run the detection demo first", file=sys.stderr)
+    if os.path.exists(os.path.join(args.segmentation, "deeplab.keras")):
+        rows += segmentation_rows(args.segmentation)
+    else:
+        print(f"no deeplab.keras in {args.segmentation}: run the segmentation demo first", file=sys.stderr)
+    if not rows:
+        return 1
+    print(markdown_table(["head", "runtime", "held-out scores", "file MiB"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
