@@ -169,7 +169,7 @@ def main(argv=None):
     picture = args.picture or os.path.join(args.out_dir, "deeplab_demo.png")
     save_picture(picture, images, true_masks, predicted)
 
-    command = "python examples/train_deeplab.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "mnet-backbones demo segmentation " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"command: {command.strip()}")
     print(
         f"training: {train_minutes:.1f} min, {budget.step} steps ({budget.step / steps_per_epoch:.1f} epochs), "

@@ -22,11 +22,11 @@ MODEL_TESTS=(
 for backend in jax torch; do
   if python -c "import ${backend}" 2>/dev/null; then
     echo "== KERAS_BACKEND=${backend}: model tests"
-    KERAS_BACKEND=${backend} python -m pytest -q -p no:cacheprovider "${MODEL_TESTS[@]}"
+    KERAS_BACKEND=${backend} python -m pytest -q -p no:cacheprovider --durations=10 "${MODEL_TESTS[@]}"
   else
     echo "== ${backend} is not installed: skipping its run (pip install jax torch==2.13.0)"
   fi
 done
 
 echo "== KERAS_BACKEND=tensorflow: every test"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --durations=15 tests
