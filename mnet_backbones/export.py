@@ -313,8 +313,9 @@ def compare(model, path, inputs):
     actual = run_exported(path, inputs)
     if len(actual) != len(expected):
         raise ValueError(f"{path} has {len(actual)} outputs, the model {len(expected)}.")
-    if len(expected) > 1:  # match by shape where names sort differently from keys
-        actual = sorted(actual, key=lambda a: [e.shape for e in expected].index(a.shape))
+    shapes = [e.shape for e in expected]
+    if len(set(shapes)) == len(shapes):  # distinct shapes: pair by shape, whatever the names
+        actual = sorted(actual, key=lambda a: shapes.index(a.shape))
     pairs = list(zip(actual, expected))
     report = {
         "max_relative_error": max(float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-12)) for a, e in pairs),

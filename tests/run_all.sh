@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on TensorFlow, then the model tests on JAX and PyTorch.
 # Usage (from the repository root): bash tests/run_all.sh
+# Two pytest-xdist workers, one test file each at a time: module fixtures are built once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
@@ -22,11 +23,11 @@ MODEL_TESTS=(
 for backend in jax torch; do
   if python -c "import ${backend}" 2>/dev/null; then
     echo "== KERAS_BACKEND=${backend}: model tests"
-    KERAS_BACKEND=${backend} python -m pytest -q -p no:cacheprovider --durations=10 "${MODEL_TESTS[@]}"
+    KERAS_BACKEND=${backend} python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=10 "${MODEL_TESTS[@]}"
   else
     echo "== ${backend} is not installed: skipping its run (pip install jax torch==2.13.0)"
   fi
 done
 
 echo "== KERAS_BACKEND=tensorflow: every test"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --durations=15 tests
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 tests
