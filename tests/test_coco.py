@@ -63,6 +63,31 @@ def test_load_coco_other_box_format_and_augmentation_keep_boxes_inside(shapes):
         assert np.all(boxes[~real] == -1)
 
 
+def test_augmentation_repeats_with_its_seed_and_draws_flip_and_zoom_independently(shapes):
+    def first_image_boxes(seed, epochs):
+        dataset = load_coco(shapes["annotations"], shapes["images"], 32, 6, augment=True, seed=seed)
+        return [targets["boxes"].numpy()[0] for _, targets in dataset.repeat(epochs)]
+
+    boxes, again = first_image_boxes(2, 24), first_image_boxes(2, 24)
+    np.testing.assert_array_equal(np.stack(boxes), np.stack(again))
+    assert not all(np.array_equal(boxes[0], later) for later in boxes[1:])
+    plain = next(iter(load_coco(shapes["annotations"], shapes["images"], 32, 6)))[1]["boxes"].numpy()[0]
+    real = plain[:, 0] >= 0
+    # Flip decided by the box centre moving to the other side of the image;
+    # zoom by the width of the first box. Both states of the flip at both
+    # zoom-in and zoom-out show that the two draws are not one number.
+    centre, width = (plain[real, 0] + plain[real, 2]) / 2, plain[real, 2] - plain[real, 0]
+    states = set()
+    for augmented in boxes:
+        kept = augmented[real]
+        if np.any(kept[:1] < 0):
+            continue
+        moved = (kept[0, 0] + kept[0, 2]) / 2
+        flipped = abs(moved - (32 - centre[0])) < abs(moved - centre[0])
+        states.add((bool(flipped), bool(kept[0, 2] - kept[0, 0] > width[0])))
+    assert len(states) >= 3, states
+
+
 def test_a_missing_image_is_named(shapes, tmp_path):
     broken = rewrite(shapes["annotations"], tmp_path / "broken.json",
                      lambda coco: coco["images"][2].update(file_name="nowhere.png"))  # fmt: skip

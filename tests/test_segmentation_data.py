@@ -49,22 +49,47 @@ def test_load_segmentation_resizes_images_bilinear_masks_nearest(voc_set):
     assert images[0, 10, 5, 0] == pytest.approx(255) and images[0, 10, 25, 0] == pytest.approx(0)
 
 
+def epochs(dataset, count):
+    """`count` epochs of a dataset through one iterator, as (images, masks) numpy pairs."""
+    return [(np.asarray(images), np.asarray(masks)) for images, masks in dataset.repeat(count)]
+
+
 def test_augment_flips_and_jitters_but_keeps_labels(voc_set):
+    # No shuffle: image "a" (class 1 on the left) is always first in its batch.
     dataset = heads.datasets.load_segmentation(
-        str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=2, augment=True, shuffle=True, seed=3
+        str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=2, augment=True, seed=3
     )
-    seen_flip = False
-    for _ in range(8):
-        images, masks = (np.asarray(t) for t in next(iter(dataset)))
+    orientations, ignored_counts = set(), set()
+    for images, masks in epochs(dataset, 12):
         assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32, 1)
         assert set(np.unique(masks)) <= {1, 2, 255}
         # Labels follow the pixels: red pixels are class 1 wherever they moved.
         labelled = masks[..., 0] != 255
         red = images[..., 0] > 200
         assert np.mean((masks[..., 0] == 1)[labelled & red]) > 0.95
-        left = masks[:, 10:, :8, 0]
-        seen_flip |= bool(np.any(left == 2))  # class 2 on the left only after a flip of "a"
-    assert seen_flip
+        dark = images[..., 0] < 55
+        assert np.mean((masks[..., 0] == 2)[labelled & dark]) > 0.95
+        # Row 16 of "a": which class is at the far left and far right.
+        row = masks[0, 16, :, 0]
+        labels = row[row != 255]
+        orientations.add((int(labels[0]), int(labels[-1])))
+        ignored_counts.add(int(np.sum(masks[0] == 255)))
+    assert orientations == {(1, 2), (2, 1)}  # flipped and not
+    assert len(ignored_counts) > 3  # the scale jitter changes how much band and padding there is
+
+
+def test_augmentation_repeats_with_its_seed_and_changes_every_epoch(voc_set):
+    def load(seed):
+        return heads.datasets.load_segmentation(
+            str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=2, augment=True, seed=seed
+        )
+
+    first, again, other = epochs(load(5), 4), epochs(load(5), 4), epochs(load(6), 4)
+    for (images, masks), (images_again, masks_again) in zip(first, again):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(masks, masks_again)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, other))
+    assert not all(np.array_equal(first[0][1], later[1]) for later in first[1:])
 
 
 def test_unpaired_names_are_reported(voc_set):

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from heads.datasets._random import split, with_seeds
+
 
 def _image_size(image_size):
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
@@ -95,20 +97,21 @@ def _convert_from_xyxy(boxes, bounding_box_format, height, width):
 
 
 def _scale_jitter_and_flip(image, boxes, labels, height, width, scale_range, seed):
-    """Random zoom (resize by s, then centre-free random crop/pad back) and horizontal flip."""
-    scale = tf.random.uniform((), *scale_range, seed=seed)
+    """Random zoom (resize by s, then random crop/pad back) and horizontal flip; `seed` a stateless seed."""
+    scale_seed, y_seed, x_seed, flip_seed = split(seed, 4)
+    scale = tf.random.stateless_uniform((), scale_seed, *scale_range)
     new_height = tf.cast(tf.round(scale * height), tf.int32)
     new_width = tf.cast(tf.round(scale * width), tf.int32)
     image = tf.image.resize(image, (new_height, new_width))
     # Per axis: a zoomed-in image is cropped at a random offset, a zoomed-out
     # one pasted at a random place on a black canvas; `shift` moves the boxes.
-    def axis_shift(new_side, side):
+    def axis_shift(new_side, side, axis_seed):
         slack = tf.abs(new_side - side)
-        offset = tf.cast(tf.random.uniform((), seed=seed) * tf.cast(slack + 1, tf.float32), tf.int32)
+        offset = tf.cast(tf.random.stateless_uniform((), axis_seed) * tf.cast(slack + 1, tf.float32), tf.int32)
         offset = tf.minimum(offset, slack)
         return tf.where(new_side >= side, -offset, offset)
 
-    shift_y, shift_x = axis_shift(new_height, height), axis_shift(new_width, width)
+    shift_y, shift_x = axis_shift(new_height, height, y_seed), axis_shift(new_width, width, x_seed)
     image = tf.image.pad_to_bounding_box(
         image,
         tf.maximum(shift_y, 0),
@@ -122,7 +125,7 @@ def _scale_jitter_and_flip(image, boxes, labels, height, width, scale_range, see
     boxes = boxes * scale + shift
     limit = tf.cast(tf.stack([width, height, width, height]), tf.float32)
     boxes = tf.clip_by_value(boxes, 0.0, limit)
-    flip = tf.random.uniform((), seed=seed) < 0.5
+    flip = tf.random.stateless_uniform((), flip_seed) < 0.5
     image = tf.where(flip, image[:, ::-1, :], image)
     flipped = tf.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=-1)
     boxes = tf.where(flip, flipped, boxes)
@@ -185,12 +188,12 @@ def load_coco(
         labels[i, :count] = record["labels"][:count]
     paths = [record["path"] for record in records]
 
-    def load(path, image_boxes, image_labels):
+    def load(path, image_boxes, image_labels, element_seed=None):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
         if augment:
             image, image_boxes, image_labels = _scale_jitter_and_flip(
-                image, image_boxes, image_labels, height, width, scale_range, seed
+                image, image_boxes, image_labels, height, width, scale_range, element_seed
             )
         image = tf.ensure_shape(image, (height, width, 3))
         image_boxes = _convert_from_xyxy(image_boxes, bounding_box_format, height, width)
@@ -199,5 +202,9 @@ def load_coco(
     dataset = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
     if shuffle:
         dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        dataset = with_seeds(dataset, seed).map(lambda element, element_seed: load(*element, element_seed),
+                                                num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+    else:
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -163,6 +163,8 @@ def load_segmentation(
     """
     import tensorflow as tf
 
+    from heads.datasets._random import split, with_seeds
+
     height, width = _size_pair(image_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
@@ -185,10 +187,12 @@ def load_segmentation(
         mask = tf.image.resize(mask, (height, width), method="nearest")
         return image, tf.cast(mask, "int32")
 
-    def jitter(image, mask):
-        if tf.random.uniform(()) < 0.5:
+    def jitter(pair, seed):
+        image, mask = pair
+        flip_seed, scale_seed, crop_seed = split(seed, 3)
+        if tf.random.stateless_uniform((), flip_seed) < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        scale = tf.random.uniform((), low, high)
+        scale = tf.random.stateless_uniform((), scale_seed, low, high)
         size = tf.cast(tf.round(tf.constant([height, width], "float32") * scale), "int32")
         image = tf.image.resize(image, size, method="bilinear")
         mask = tf.image.resize(mask, size, method="nearest")
@@ -200,7 +204,7 @@ def load_segmentation(
         image = tf.pad(image - mean, [[0, pad_h], [0, pad_w], [0, 0]]) + mean
         mask = tf.pad(mask - IGNORE_LABEL, [[0, pad_h], [0, pad_w], [0, 0]]) + IGNORE_LABEL
         stacked = tf.concat([image, tf.cast(mask, "float32")], axis=-1)
-        stacked = tf.image.random_crop(stacked, (height, width, 4))
+        stacked = tf.image.stateless_random_crop(stacked, (height, width, 4), crop_seed)
         return stacked[..., :3], tf.cast(stacked[..., 3:], "int32")
 
     dataset = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths))
@@ -208,7 +212,5 @@ def load_segmentation(
         dataset = dataset.shuffle(len(image_paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        if seed is not None:
-            tf.random.set_seed(seed)
-        dataset = dataset.map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = with_seeds(dataset, seed).map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
