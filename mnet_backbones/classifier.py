@@ -5,9 +5,11 @@ import keras_hub
 from keras_hub.src.models.task import Task
 
 from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.layers import hard_swish
 
-# Keras' own activations, identical to ours, so the head serialises by name.
-KERAS_ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "hard_swish": "hard_silu", "gelu": "gelu"}
+# Keras' own activations where they are identical to ours, so the head
+# serialises by name; hard-swish is ours, for its int8 form (`layers.integer_graph`).
+HEAD_ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "hard_swish": hard_swish, "gelu": "gelu"}
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -114,7 +116,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             if self.head_norm is not None:
                 x = self.head_norm(x)
             x = keras.layers.Activation(
-                KERAS_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation"
+                HEAD_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation"
             )(x)
         outputs = self.output_dense(self.output_dropout(x))
         Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)

@@ -23,10 +23,13 @@ int8 and only the model's float input and outputs are (de)quantised at its
 edges, so the file takes and returns float32 like the float one.
 """
 
+import contextlib
 import os
 
 import keras
 import numpy as np
+
+from mnet_backbones.layers import integer_graph
 
 FORMATS = ("litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
@@ -225,19 +228,19 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
                 f"got {calibration_images.shape}."
             )
         options = _litert_int8_options(calibration_images)
-    if _kind(model) == "detector":
-        from heads import ssdlite_export
+    if _kind(model) == "detector" and (height, width) != tuple(model.image_size):
+        raise ValueError(
+            f"An SSDLite detector exports at its own image_size {tuple(model.image_size)}, "
+            f"got image_size={(height, width)}."
+        )
+    with integer_graph() if int8 else contextlib.nullcontext():
+        if _kind(model) == "detector" and format == "litert":
+            from heads import ssdlite_export
 
-        if (height, width) != tuple(model.image_size):
-            raise ValueError(
-                f"An SSDLite detector exports at its own image_size {tuple(model.image_size)}, "
-                f"got image_size={(height, width)}."
-            )
-        if format == "litert":
             ssdlite_export.export_litert(model, path, **options)
-            return path
-    signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
-    model.export(path, format=format, input_signature=signature, verbose=False, **options)
+        else:
+            signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
+            model.export(path, format=format, input_signature=signature, verbose=False, **options)
     return path
 
 
@@ -267,6 +270,42 @@ def run_exported(path, inputs):
     interpreter.invoke()
     outputs = sorted(interpreter.get_output_details(), key=lambda detail: detail["name"])
     return [interpreter.get_tensor(detail["index"]) for detail in outputs]
+
+
+def xnnpack_coverage(path):
+    """How LiteRT's default CPU delegate, XNNPACK, takes the file's operators.
+
+    Returns `{"partitions": n, "outside": {op_name: count}}`: `n` XNNPACK
+    subgraphs, and the operators it left to LiteRT's builtin kernels, which
+    split the graph. One partition and nothing outside means XNNPACK runs the
+    whole network.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    original = {op["index"]: op for op in ops if op["op_name"] != "DELEGATE"}
+    producer = {int(t): index for index, op in original.items() for t in op["outputs"]}
+    # Each XNNPACK node covers the operators between its inputs and its
+    # outputs: walk back from its outputs and stop at its inputs.
+    covered = set()
+    for delegate in delegates:
+        boundary = {int(t) for t in delegate["inputs"]}
+        stack = [int(t) for t in delegate["outputs"]]
+        while stack:
+            index = producer.get(stack.pop())
+            if index is None or index in covered:
+                continue
+            covered.add(index)
+            stack.extend(int(t) for t in original[index]["inputs"] if t >= 0 and int(t) not in boundary)
+    outside = [index for index in original if index not in covered]
+    counts = {}
+    for index in sorted(outside):
+        name = original[index]["op_name"]
+        counts[name] = counts.get(name, 0) + 1
+    return {"partitions": len(delegates), "outside": counts}
 
 
 def is_full_integer(path):

@@ -12,6 +12,8 @@ right. Both give the same shapes; weights are only correct under the
 convention they were trained with.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -24,7 +26,35 @@ def hard_sigmoid(x):
     return ops.relu6(x + 3.0) / 6.0
 
 
+_INTEGER_GRAPH = {"active": False}
+
+
+@contextlib.contextmanager
+def integer_graph():
+    """Trace hard-swish in a form that XNNPACK's int8 path runs, inside this block.
+
+    TensorFlow's LiteRT converter fuses `x * relu6(x + 3) / 6` into one
+    HARD_SWISH operator. XNNPACK runs it in float32 but not in int8, so in a
+    full-integer file every hard-swish splits the graph: MobileNetV3-Small
+    falls into 20 XNNPACK partitions with the builtin kernel between them.
+    Written as `relu6(x + 3) * (x / 6)`, the same function becomes an ADD
+    with a fused RELU6 and two MULs, which XNNPACK's int8 path takes, and the
+    whole network runs as one partition. The float export keeps the fused
+    operator, which is faster in float32. `export.export_model(..., int8=True)`
+    traces inside this block.
+    """
+    previous = _INTEGER_GRAPH["active"]
+    _INTEGER_GRAPH["active"] = True
+    try:
+        yield
+    finally:
+        _INTEGER_GRAPH["active"] = previous
+
+
+@keras.saving.register_keras_serializable(package="mnet_backbones")
 def hard_swish(x):
+    if _INTEGER_GRAPH["active"]:
+        return ops.relu6(x + 3.0) * (x * (1.0 / 6.0))
     return x * ops.relu6(x + 3.0) / 6.0
 
 

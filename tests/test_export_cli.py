@@ -78,6 +78,34 @@ def test_int8_classifier_from_timm_weights_is_integer_and_agrees(tmp_path, capsy
     assert agreement >= 0.75
 
 
+@pytest.mark.parametrize("preset", ["mobilenetv3_small_100", "mobilenetv4_conv_small"])
+def test_xnnpack_runs_the_whole_network_in_int8_and_float(preset, tmp_path):
+    """In LiteRT, an operator XNNPACK does not take splits the graph and runs
+    in the slow builtin kernel. The fused HARD_SWISH is such an operator in
+    int8, so the int8 export writes hard-swish in a form XNNPACK takes."""
+    model, normalize = export.load_model(preset, load_weights=False)
+    inputs = normalize(smooth_images(4, SIZE, seed=1))
+    condition(model, inputs)
+    float_path = export.export_model(model, tmp_path / "float.tflite", image_size=SIZE)
+    int8_path = export.export_model(model, tmp_path / "int8.tflite", image_size=SIZE, int8=True,
+                                    calibration_images=inputs)  # fmt: skip
+    assert export.xnnpack_coverage(float_path) == {"partitions": 1, "outside": {}}
+    assert export.xnnpack_coverage(int8_path) == {"partitions": 1, "outside": {}}
+    assert export.is_full_integer(int8_path)
+    # The form is the export's: the Keras model still computes what it did.
+    assert export.compare(model, float_path, inputs)["max_relative_error"] < FLOAT_TOLERANCE
+    assert export.compare(model, int8_path, inputs)["max_relative_error"] < 0.2
+
+
+def test_xnnpack_coverage_names_the_operators_it_leaves_out(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Conv2D(4, 1)(keras.layers.Activation("hard_silu")(keras.layers.Conv2D(8, 3)(inputs)))
+    model = keras.Model(inputs, outputs)
+    path = export.export_model(model, tmp_path / "m.tflite", int8=True,
+                               calibration_images=smooth_images(4, (16, 16), seed=3) / 127.5 - 1)  # fmt: skip
+    assert export.xnnpack_coverage(path) == {"partitions": 2, "outside": {"HARD_SWISH": 1}}
+
+
 def test_int8_needs_calibration_data_and_litert(tmp_path, capsys):
     out = str(tmp_path / "m.tflite")
     assert cli.main(["export", "mobilenetv1_025", out, "--no-weights", "--int8"]) == 2

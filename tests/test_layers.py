@@ -16,6 +16,7 @@ from mnet_backbones.layers import (
     gelu,
     hard_sigmoid,
     hard_swish,
+    integer_graph,
 )
 
 RNG = np.random.default_rng(0)
@@ -41,6 +42,21 @@ def test_activation_formulas():
     np.testing.assert_allclose(ops.convert_to_numpy(hard_swish(tensor)), x * relu6 / 6, atol=1e-6)
     exact = 0.5 * x * (1 + np.array([math.erf(v / math.sqrt(2)) for v in x]))
     np.testing.assert_allclose(ops.convert_to_numpy(gelu(tensor)), exact, atol=1e-6)
+
+
+def test_integer_graph_form_of_hard_swish_is_the_same_function_and_scoped():
+    x = np.linspace(-6, 6, 49).astype("float32")
+    expected = x * np.clip(x + 3, 0, 6) / 6
+    with integer_graph():
+        inside = ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x)))
+        with integer_graph():
+            pass
+        still_inside = ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x)))
+    np.testing.assert_allclose(inside, expected, atol=1e-6)
+    np.testing.assert_allclose(still_inside, expected, atol=1e-6)
+    with pytest.raises(RuntimeError), integer_graph():
+        raise RuntimeError("the form is restored on the way out")
+    np.testing.assert_allclose(ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x))), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [8, 9])
