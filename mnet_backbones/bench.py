@@ -18,7 +18,14 @@ What is measured per preset, at its reference resolution, with random weights
   and runs it (`ru_maxrss`, minus that of a process that only imports the
   interpreter);
 - the MAC bound: 2 x MACs / the machine's float32 GEMM rate, measured here
-  with a NumPy 1024 x 1024 matrix product.
+  with a NumPy 1024 x 1024 matrix product;
+- how many XNNPACK partitions the int8 file falls into (one when XNNPACK
+  runs all of it, `export.xnnpack_coverage`), and the int8 speed-up this
+  machine gives a plain stack of 1x1 convolutions in LiteRT: the ceiling for
+  a model's int8 speed-up here.
+
+A preset and its peer are timed in turn, run for run (ours, theirs, ours,
+...), so that a slow spell of the machine falls on both alike.
 """
 
 import dataclasses
@@ -80,17 +87,25 @@ class Timing:
     litert_float32: float = None
     litert_int8: float = None
     litert_peak_mib: float = None
+    int8_partitions: int = None
+
+
+def interleaved_medians(runs, repeats, warmup=2):
+    """Median seconds of each callable, timed in turn: a, b, a, b, ..."""
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    times = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, samples in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) for samples in times]
 
 
 def median_seconds(run, repeats, warmup=2):
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_medians([run], repeats, warmup)[0]
 
 
 def gemm_rate(size=1024, repeats=10):
@@ -126,15 +141,17 @@ def peer_for(preset):
     )
 
 
-def graph_latency(model, batch_size, repeats):
+def graph_runner(model, batch_size):
+    """A callable that runs `model` once in TensorFlow graph mode (no XLA)."""
     import tensorflow as tf
 
     images = tf.random.uniform((batch_size, *model.input_shape[1:]))
     forward = tf.function(lambda x: model(x, training=False), jit_compile=False)
-    return median_seconds(lambda: forward(images).numpy(), repeats)
+    return lambda: forward(images).numpy()
 
 
-def litert_latency(path, repeats):
+def litert_runner(path):
+    """A callable that runs the LiteRT file once, batch 1, on `LITERT_THREADS` threads."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=LITERT_THREADS)
@@ -146,7 +163,7 @@ def litert_latency(path, repeats):
         scale, zero_point = given["quantization"]
         images = np.clip(np.round(images / scale + zero_point), np.iinfo(dtype).min, np.iinfo(dtype).max)
     interpreter.set_tensor(given["index"], images.astype(dtype))
-    return median_seconds(interpreter.invoke, repeats)
+    return interpreter.invoke
 
 
 PEAK_MEMORY_PROGRAM = """
@@ -187,50 +204,90 @@ def export_litert(model, path, int8=False):
     return export.export_model(model, path, "litert", int8=int8, calibration_images=calibration)
 
 
-def measure(name, model, repeats, batch_sizes, work_dir, int8=True):
-    timing = Timing(
-        model=name,
-        params=sum(math.prod(weight.shape) for weight in model.trainable_weights),
-        macs=count_macs(model),
-    )
+def measure(models, repeats, batch_sizes, work_dir, int8=True):
+    """`Timing`s of `models` (a dict name -> model), each figure timed side by side."""
+    timings = [
+        Timing(
+            model=name,
+            params=sum(math.prod(weight.shape) for weight in model.trainable_weights),
+            macs=count_macs(model),
+        )
+        for name, model in models.items()
+    ]
+
+    def timed(field, runners, count=repeats):
+        for timing, seconds in zip(timings, interleaved_medians(runners, count)):
+            setattr(timing, field, seconds)
+
     if 1 in batch_sizes:
-        timing.graph_batch1 = graph_latency(model, 1, repeats)
+        timed("graph_batch1", [graph_runner(model, 1) for model in models.values()])
     if 32 in batch_sizes:
-        timing.graph_batch32 = graph_latency(model, 32, max(3, repeats // 4))
-    file_stem = os.path.join(work_dir, name.replace("/", "_"))
-    float_path = export_litert(model, f"{file_stem}.tflite")
-    timing.litert_float32 = litert_latency(float_path, repeats)
-    timing.litert_peak_mib = litert_peak_memory_mib(float_path)
+        timed("graph_batch32", [graph_runner(model, 32) for model in models.values()], max(3, repeats // 4))
+    stems = [os.path.join(work_dir, name.replace("/", "_")) for name in models]
+    float_paths = [export_litert(model, f"{stem}.tflite") for stem, model in zip(stems, models.values())]
+    timed("litert_float32", [litert_runner(path) for path in float_paths])
+    for timing, path in zip(timings, float_paths):
+        timing.litert_peak_mib = litert_peak_memory_mib(path)
     if int8:
-        int8_path = export_litert(model, f"{file_stem}_int8.tflite", int8=True)
-        timing.litert_int8 = litert_latency(int8_path, repeats)
-    return timing
+        int8_paths = [
+            export_litert(model, f"{stem}_int8.tflite", int8=True) for stem, model in zip(stems, models.values())
+        ]
+        timed("litert_int8", [litert_runner(path) for path in int8_paths])
+        for timing, path in zip(timings, int8_paths):
+            timing.int8_partitions = export.xnnpack_coverage(path)["partitions"]
+    return timings
+
+
+def conv_int8_speedup(work_dir, repeats=20):
+    """LiteRT float32 / int8 latency of a stack of 1x1 convolutions (28 x 28 x 256, batch 1).
+
+    A pointwise convolution is a matrix product, the bulk of a MobileNet's
+    MACs and what int8 speeds up best; no model's int8 speed-up on this
+    machine should be expected above this figure.
+    """
+    inputs = keras.Input((28, 28, 256))
+    x = inputs
+    for i in range(4):
+        x = keras.layers.Conv2D(256, 1, activation="relu", name=f"pointwise_{i}")(x)
+    model = keras.Model(inputs, x)
+    float_path = export.export_model(model, os.path.join(work_dir, "pointwise.tflite"))
+    calibration = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 256)).astype("float32")
+    int8_path = export.export_model(
+        model, os.path.join(work_dir, "pointwise_int8.tflite"), int8=True, calibration_images=calibration
+    )
+    float_seconds, int8_seconds = interleaved_medians([litert_runner(float_path), litert_runner(int8_path)], repeats)
+    return float_seconds / int8_seconds
+
+
+@dataclasses.dataclass
+class Machine:
+    """What the machine itself gives: float32 GEMM FLOP/s, int8 speed-up of 1x1 convolutions."""
+
+    gemm_rate: float
+    conv_int8_speedup: float = None
 
 
 def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
-    """Measure `presets` and their keras.applications peers; returns (rows, GEMM FLOP/s).
+    """Measure `presets` and their keras.applications peers; returns (rows, `Machine`).
 
     Each row is a `Timing`; a peer's row follows its preset's, named
-    `keras.applications/<preset>`.
+    `keras.applications/<preset>`, and the two are timed in turn.
     """
     for preset in presets:
         if preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
-    rate = gemm_rate()
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:
+        machine = Machine(gemm_rate(), conv_int8_speedup(work_dir, repeats) if int8 else None)
         for preset in presets:
-            if progress:
-                progress(preset)
-            rows.append(measure(preset, classifier_for(preset), repeats, batch_sizes, work_dir, int8))
+            models = {preset: classifier_for(preset)}
             peer = peer_for(preset) if peers else None
             if peer is not None:
-                if progress:
-                    progress(f"keras.applications/{preset}")
-                rows.append(
-                    measure(f"keras.applications/{preset}", peer, repeats, batch_sizes, work_dir, int8)
-                )
-    return rows, rate
+                models[f"keras.applications/{preset}"] = peer
+            if progress:
+                progress(" and ".join(models))
+            rows.extend(measure(models, repeats, batch_sizes, work_dir, int8))
+    return rows, machine
 
 
 def _ms(seconds):
@@ -241,18 +298,18 @@ def _ratio(ours, theirs):
     return "-" if ours is None or theirs is None else f"{ours / theirs:.2f}"
 
 
-def results_table(rows, rate):
-    """The measurements as markdown: one table of figures, one of ratios."""
+def results_table(rows, machine):
+    """The measurements as markdown: one table of figures, one of ratios, then the machine's."""
     from mnet_backbones.cli import markdown_table
 
     header = [
         "model", "params (M)", "MACs (M)", "TF graph b1 ms", "TF graph b32 ms",
-        "LiteRT fp32 ms", "LiteRT int8 ms", "int8 speed-up", "MAC bound ms",
+        "LiteRT fp32 ms", "LiteRT int8 ms", "int8 speed-up", "int8 partitions", "MAC bound ms",
         "fp32 / bound", "LiteRT peak MiB",
     ]
     body = []
     for row in rows:
-        bound = 2 * row.macs / rate
+        bound = 2 * row.macs / machine.gemm_rate
         body.append(
             [
                 row.model,
@@ -263,6 +320,7 @@ def results_table(rows, rate):
                 _ms(row.litert_float32),
                 _ms(row.litert_int8),
                 _ratio(row.litert_float32, row.litert_int8),
+                "-" if row.int8_partitions is None else str(row.int8_partitions),
                 _ms(bound),
                 _ratio(row.litert_float32, bound),
                 "-" if row.litert_peak_mib is None else f"{row.litert_peak_mib:.0f}",
@@ -289,7 +347,10 @@ def results_table(rows, rate):
         ratio_rows,
         right_aligned={1, 2, 3, 4},
     )
-    return f"{figures}\n\n{ratios}\n\nfloat32 GEMM rate: {rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"
+    notes = [f"float32 GEMM rate: {machine.gemm_rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"]
+    if machine.conv_int8_speedup is not None:
+        notes.append(f"int8 speed-up of 1x1 convolutions alone (LiteRT): {machine.conv_int8_speedup:.2f}")
+    return f"{figures}\n\n{ratios}\n\n" + "\n".join(notes)
 
 
 def pareto_plot(rows, path):

@@ -344,13 +344,13 @@ def run_bench(args):
     presets = tuple(args.presets) or bench.DEFAULT_PRESETS
     repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
     try:
-        rows, rate = bench.run_benchmark(
+        rows, machine = bench.run_benchmark(
             presets, repeats, batch_sizes, peers=args.peers, int8=args.int8,
             progress=lambda name: print(f"measuring {name}", file=sys.stderr),
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
-    print(bench.results_table(rows, rate))
+    print(bench.results_table(rows, machine))
     if args.plot:
         print(f"\nwrote {bench.pareto_plot(rows, args.plot)}")
     return 0

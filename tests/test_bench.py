@@ -23,11 +23,11 @@ def table_rows(text):
 def test_results_table_figures_and_ratios():
     ms = 1e-3
     rows = [
-        bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, 8 * ms, 80 * ms, 6 * ms, 2 * ms, 12.0),
+        bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, 8 * ms, 80 * ms, 6 * ms, 2 * ms, 12.0, 1),
         bench.Timing("keras.applications/mobilenetv2_100", 3_504_872, 300_000_000, 10 * ms, 100 * ms, 5 * ms),
         bench.Timing("mobilenetv4_conv_small", 3_774_024, 186_000_000, 4 * ms),
     ]
-    text = bench.results_table(rows, rate=100e9)
+    text = bench.results_table(rows, bench.Machine(gemm_rate=100e9, conv_int8_speedup=1.25))
     figures, _, *body = table_rows(text.split("\n\n")[0])
     assert figures[0] == "model" and len(body) == 3
     ours = dict(zip(figures, body[0]))
@@ -35,6 +35,7 @@ def test_results_table_figures_and_ratios():
     assert ours["MACs (M)"] == "300.0"
     assert ours["TF graph b1 ms"] == "8.00"
     assert ours["int8 speed-up"] == "3.00"  # 6 ms / 2 ms
+    assert ours["int8 partitions"] == "1"
     assert ours["MAC bound ms"] == "6.00"  # 2 x 3e8 / 1e11 s
     assert ours["fp32 / bound"] == "1.00"
     assert ours["LiteRT peak MiB"] == "12"
@@ -44,6 +45,7 @@ def test_results_table_figures_and_ratios():
     ratio_header, _, *ratio_rows = table_rows(text.split("\n\n")[1])
     assert ratio_rows == [["mobilenetv2_100", "0.80", "0.80", "1.20", "-"]]
     assert "100.0 GFLOP/s" in text
+    assert "int8 speed-up of 1x1 convolutions alone (LiteRT): 1.25" in text
 
 
 def test_unknown_preset_is_a_one_line_error(capsys):
@@ -67,7 +69,16 @@ def test_quick_run_measures_ours_and_the_peer(capsys, tmp_path):
         for field in ("TF graph b1 ms", "LiteRT fp32 ms", "LiteRT int8 ms"):
             assert float(row[field]) > 0, (field, row)
         assert float(row["LiteRT peak MiB"]) >= 1  # weights, packed copies and activations
+        assert row["int8 partitions"] == "1"  # V1 is all convolutions and ReLU6: XNNPACK takes it whole
         assert row["TF graph b32 ms"] == "-"  # --quick: batch 1 only
     _, _, ratio = table_rows(out.split("\n\n")[1])
     assert ratio[0] == "mobilenetv1_025" and float(ratio[1]) > 0 and float(ratio[3]) > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert float(out.split("int8 speed-up of 1x1 convolutions alone (LiteRT):")[1].split()[0]) > 0
+
+
+def test_interleaved_medians_time_each_callable_in_turn():
+    calls = []
+    medians = bench.interleaved_medians([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up of each, then strictly alternating
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
