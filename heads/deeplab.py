@@ -183,8 +183,14 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
     def call(self, inputs, training=None):
         outputs = [branch(inputs, training=training) for branch in self.branches]
         pooled = self.pooling_conv(ops.mean(inputs, axis=(1, 2), keepdims=True), training=training)
-        # Broadcast (B, 1, 1, F) over the map; a multiply keeps every shape dynamic.
-        outputs.append(pooled * ops.ones_like(outputs[0][..., :1]))
+        # Broadcast (B, 1, 1, F) over the map by a multiply: by a constant where
+        # the map's size is known (as in an exported file, where XNNPACK then
+        # runs it), else by ones of the map's run-time shape.
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is not None and width is not None:
+            outputs.append(pooled * ops.ones((1, height, width, 1), dtype=pooled.dtype))
+        else:
+            outputs.append(pooled * ops.ones_like(outputs[0][..., :1]))
         x = self.projection(ops.concatenate(outputs, axis=-1), training=training)
         return self.dropout_layer(x, training=training)
 

@@ -184,6 +184,11 @@ class SSDLitePredictor(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = ops.relu6(self.depthwise_norm(self.depthwise(inputs), training=training))
         x = self.pointwise(x)
+        height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+        if height is not None and width is not None:
+            # Constant shape where the map's size is known (as in an exported
+            # file): a RESHAPE that XNNPACK runs, not SHAPE/SLICE/PACK ops.
+            return ops.reshape(x, (-1, height * width * channels // self.values_per_anchor, self.values_per_anchor))
         return ops.reshape(x, (ops.shape(x)[0], -1, self.values_per_anchor))
 
     def compute_output_shape(self, input_shape):

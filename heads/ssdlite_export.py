@@ -122,17 +122,10 @@ def run_litert(tflite_path, images):
     detections = run_litert("ssdlite.tflite", images)
     ```
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from mnet_backbones.export import run_exported
 
     settings = np.load(_settings_path(tflite_path))
-    images = np.asarray(images, "float32")
-    interpreter = Interpreter(model_path=str(tflite_path))
-    (input_details,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(input_details["index"], images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_details["index"], images)
-    interpreter.invoke()
-    outputs = [interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()]
+    outputs = run_exported(tflite_path, images)  # a file with a fixed batch runs in chunks
     # The two outputs differ in their last axis: 4 for deltas, num_classes for logits
     # (with 4 classes as well, the deltas come first, as the model lists them).
     deltas, logits = sorted(outputs, key=lambda output: output.shape[-1] != 4) if len(outputs) == 2 else outputs

@@ -239,19 +239,19 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True):
 
 
 def conv_int8_speedup(work_dir, repeats=20):
-    """LiteRT float32 / int8 latency of a stack of 1x1 convolutions (28 x 28 x 256, batch 1).
+    """LiteRT float32 / int8 latency of four 1x1 convolutions (28 x 28 x 256, batch 1).
 
     A pointwise convolution is a matrix product, the bulk of a MobileNet's
     MACs and what int8 speeds up best; no model's int8 speed-up on this
     machine should be expected above this figure.
     """
-    inputs = keras.Input((28, 28, 256))
-    x = inputs
+    inputs = keras.Input((28, 28, 3))
+    x = keras.layers.Conv2D(256, 1, name="widen")(inputs)  # 0.3% of the MACs
     for i in range(4):
         x = keras.layers.Conv2D(256, 1, activation="relu", name=f"pointwise_{i}")(x)
     model = keras.Model(inputs, x)
     float_path = export.export_model(model, os.path.join(work_dir, "pointwise.tflite"))
-    calibration = np.random.default_rng(0).uniform(0, 1, (8, 28, 28, 256)).astype("float32")
+    calibration = np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 3)).astype("float32")
     int8_path = export.export_model(
         model, os.path.join(work_dir, "pointwise_int8.tflite"), int8=True, calibration_images=calibration
     )
@@ -288,6 +288,67 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peer
                 progress(" and ".join(models))
             rows.extend(measure(models, repeats, batch_sizes, work_dir, int8))
     return rows, machine
+
+
+def block_profile(preset, repeats=20):
+    """Where a preset's LiteRT float32 time goes, block by block, against its MACs.
+
+    The classifier is cut after each block of its backbone (the stem, each
+    block, the head) and each prefix is exported and timed, all in turn; a
+    block's time is its prefix's minus the one before. Returns
+    `(rows, gemm_rate)`, each row `{"block", "shape", "macs", "seconds"}`.
+    Times of small blocks are differences of noisy medians: read them in sums.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
+    classifier = classifier_for(preset)
+    backbone = classifier.backbone
+    cuts = [layer for layer in backbone.layers if layer.name != backbone.layers[0].name]
+    prefixes = [keras.Model(backbone.input, layer.output) for layer in cuts] + [classifier]
+    names = [layer.name for layer in cuts] + ["classifier head"]
+    with tempfile.TemporaryDirectory() as work_dir:
+        paths = [
+            export_litert(model, os.path.join(work_dir, f"prefix_{i:03d}.tflite")) for i, model in enumerate(prefixes)
+        ]
+        times = interleaved_medians([litert_runner(path) for path in paths], repeats)
+    macs = [count_macs(model) for model in prefixes]
+    rows = []
+    for i, (name, model) in enumerate(zip(names, prefixes)):
+        rows.append(
+            {
+                "block": name,
+                "shape": "x".join(str(d) for d in model.output.shape[1:]),
+                "macs": macs[i] - (macs[i - 1] if i else 0),
+                "seconds": times[i] - (times[i - 1] if i else 0),
+            }
+        )
+    return rows, gemm_rate()
+
+
+def block_table(rows, rate):
+    """`block_profile`'s rows as markdown, with each block's MAC bound and its time over it."""
+    from mnet_backbones.cli import markdown_table
+
+    body, total_macs, total_seconds = [], 0, 0.0
+    for row in rows + [None]:
+        if row is None:
+            row = {"block": "total", "shape": "", "macs": total_macs, "seconds": total_seconds}
+        else:
+            total_macs, total_seconds = total_macs + row["macs"], total_seconds + row["seconds"]
+        bound = 2 * row["macs"] / rate
+        body.append(
+            [
+                row["block"],
+                row["shape"],
+                f"{row['macs'] / 1e6:.1f}",
+                _ms(row["seconds"]),
+                _ms(bound),
+                _ratio(row["seconds"], bound) if row["macs"] else "-",
+            ]
+        )
+    header = ["block", "output", "MACs (M)", "LiteRT fp32 ms", "MAC bound ms", "time / bound"]
+    table = markdown_table(header, body, right_aligned={2, 3, 4, 5})
+    return f"{table}\n\nfloat32 GEMM rate: {rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"
 
 
 def _ms(seconds):

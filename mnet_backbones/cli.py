@@ -330,6 +330,10 @@ def add_bench(subcommands):
         "--quick", action="store_true",
         help="a smoke run: 3 repeats, batch 1 only (figures too noisy to quote)",
     )
+    parser.add_argument(
+        "--blocks", action="store_true",
+        help="instead: where each preset's LiteRT float32 time goes, block by block, against its MACs",
+    )
     parser.set_defaults(run=run_bench)
 
 
@@ -343,6 +347,14 @@ def run_bench(args):
         )
     presets = tuple(args.presets) or bench.DEFAULT_PRESETS
     repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
+    if args.blocks:
+        for preset in presets:
+            try:
+                rows, rate = bench.block_profile(preset, repeats)
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            print(f"{preset}\n\n{bench.block_table(rows, rate)}\n")
+        return 0
     try:
         rows, machine = bench.run_benchmark(
             presets, repeats, batch_sizes, peers=args.peers, int8=args.int8,
@@ -383,6 +395,11 @@ def add_export(subcommands):
     parser.add_argument(
         "--image-size", type=positive_int, nargs="+", metavar=("H", "W"),
         help="input size of the file (default: the model's own, else the preset's resolution)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, metavar="B",
+        help="fix the batch axis (default: free). 1 is what a phone runs, and lets XNNPACK take "
+        "dilated convolutions (DeepLab) whole",
     )
     parser.add_argument("--int8", action="store_true", help="full-integer int8 quantisation (LiteRT)")
     parser.add_argument(
@@ -429,7 +446,7 @@ def run_export(args):
         inputs = normalize(pixels)
         export.export_model(
             model, args.out, args.format, image_size, int8=args.int8,
-            calibration_images=inputs if args.int8 else None,
+            calibration_images=inputs if args.int8 else None, batch_size=args.batch_size,
         )
     except (ValueError, FileNotFoundError) as error:
         raise CommandError(str(error)) from None

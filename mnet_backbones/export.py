@@ -191,7 +191,8 @@ def _litert_int8_options(calibration_images):
     }
 
 
-def export_model(model, path, format="litert", image_size=None, int8=False, calibration_images=None):
+def export_model(model, path, format="litert", image_size=None, int8=False, calibration_images=None,
+                 batch_size=None):  # fmt: skip
     """Write `model` to `path` as LiteRT or ONNX at a fixed image size; returns `path`.
 
     Args:
@@ -204,9 +205,16 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
         calibration_images: the representative dataset for `int8`, model inputs
             (already normalised) of shape (N, height, width, 3). Without it,
             `random_images` serve: fine for timing, poor for accuracy.
+        batch_size: None (default) leaves the batch axis free; a number fixes
+            it. On a phone the batch is 1, and a fixed batch lets the LiteRT
+            converter fold dilated depthwise convolutions (DeepLab, backbones
+            at `output_stride` 8 or 16) into single operators, which XNNPACK
+            runs: with a free batch each becomes SPACE_TO_BATCH / convolution
+            / BATCH_TO_SPACE, and those split the graph.
 
-    The batch axis stays free. An SSDLite detector is written with raw outputs
-    and its post-processing settings beside it (`heads.ssdlite_export`).
+    The batch axis stays free unless `batch_size` is given. An SSDLite
+    detector is written with raw outputs and its post-processing settings
+    beside it (`heads.ssdlite_export`).
     """
     _require_tensorflow("Export")
     if format not in FORMATS:
@@ -216,7 +224,10 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
         raise ValueError(f"A {format} file must end with {SUFFIXES[format]!r}, got {path!r}.")
     if int8 and format != "litert":
         raise ValueError("int8 quantisation is available for format='litert' only.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}.")
     height, width = model_image_size(model, image_size)
+    signature = [keras.InputSpec(shape=(batch_size, height, width, 3), dtype="float32")]
     options = {}
     if int8:
         if calibration_images is None:
@@ -237,9 +248,8 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
         if _kind(model) == "detector" and format == "litert":
             from heads import ssdlite_export
 
-            ssdlite_export.export_litert(model, path, **options)
+            ssdlite_export.export_litert(model, path, input_signature=signature, **options)
         else:
-            signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
             model.export(path, format=format, input_signature=signature, verbose=False, **options)
     return path
 
@@ -264,6 +274,12 @@ def run_exported(path, inputs):
 
     interpreter = Interpreter(model_path=path)
     (details,) = interpreter.get_input_details()
+    fixed_batch = int(details["shape_signature"][0])
+    if fixed_batch > 0 and fixed_batch != len(inputs):
+        if len(inputs) % fixed_batch:
+            raise ValueError(f"{path} takes batches of {fixed_batch}; got {len(inputs)} inputs.")
+        chunks = [run_exported(path, inputs[i : i + fixed_batch]) for i in range(0, len(inputs), fixed_batch)]
+        return [np.concatenate(parts) for parts in zip(*chunks)]
     interpreter.resize_tensor_input(details["index"], inputs.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(details["index"], inputs)

@@ -577,6 +577,31 @@ class FusedInvertedBottleneck(_ResidualBlock):
         return config
 
 
+def _flat_shape(x, heads, depth, positions_first=False):
+    """The shape that flattens `x`'s (B, H, W, .) positions: (B, heads, H*W, depth).
+
+    With `positions_first`, (B, H*W, heads, depth). Where H and W are known
+    when the graph is traced (always in an exported file), they are written
+    as numbers and the batch as -1, so that the converted graph has constant
+    RESHAPEs, which XNNPACK runs; otherwise they are read at run time.
+    """
+    height, width = x.shape[1], x.shape[2]
+    if height is not None and width is not None:
+        batch, positions = -1, height * width
+    else:
+        batch, positions = ops.shape(x)[0], -1
+    return (batch, positions, heads, depth) if positions_first else (batch, heads, positions, depth)
+
+
+def _map_shape(x, channels):
+    """(B, H, W, channels) for `x`'s map, with numbers where they are known (see `_flat_shape`)."""
+    height, width = x.shape[1], x.shape[2]
+    if height is not None and width is not None:
+        return (-1, height, width, channels)
+    shape = ops.shape(x)
+    return (shape[0], shape[1], shape[2], channels)
+
+
 @keras.saving.register_keras_serializable(package="mnet_backbones")
 class MobileMultiQueryAttention(_ResidualBlock):
     """Mobile multi-query attention block (MobileNetV4 hybrid models).
@@ -635,14 +660,11 @@ class MobileMultiQueryAttention(_ResidualBlock):
     def _key_value(self, x, down, proj, training):
         if down is not None:
             x = down(x, training=training)
-        x = proj(x)
-        batch = ops.shape(x)[0]
-        return ops.reshape(x, (batch, 1, -1, self.key_dim))  # (B, 1, P, d)
+        return ops.reshape(proj(x), _flat_shape(x, 1, self.key_dim))  # (B, 1, P, d)
 
     def call(self, inputs, training=None):
         x = self.norm(inputs, training=training)
-        batch, height, width = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
-        q = ops.reshape(self.query(x), (batch, -1, self.num_heads, self.key_dim))
+        q = ops.reshape(self.query(x), _flat_shape(x, self.num_heads, self.key_dim, positions_first=True))
         q = ops.transpose(q, (0, 2, 1, 3))  # (B, heads, L, d)
         k = self._key_value(x, self.key_down, self.key, training)
         v = self._key_value(x, self.value_down, self.value, training)
@@ -652,7 +674,7 @@ class MobileMultiQueryAttention(_ResidualBlock):
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
         out = ops.matmul(weights, v)  # (B, heads, L, d)
         out = ops.transpose(out, (0, 2, 1, 3))
-        out = ops.reshape(out, (batch, height, width, self.num_heads * self.key_dim))
+        out = ops.reshape(out, _map_shape(x, self.num_heads * self.key_dim))
         return self._finish(self.output_proj(out), inputs)
 
     def get_config(self):

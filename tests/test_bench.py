@@ -69,8 +69,9 @@ def test_quick_run_measures_ours_and_the_peer(capsys, tmp_path):
         for field in ("TF graph b1 ms", "LiteRT fp32 ms", "LiteRT int8 ms"):
             assert float(row[field]) > 0, (field, row)
         assert float(row["LiteRT peak MiB"]) >= 1  # weights, packed copies and activations
-        assert row["int8 partitions"] == "1"  # V1 is all convolutions and ReLU6: XNNPACK takes it whole
+        assert int(row["int8 partitions"]) >= 1
         assert row["TF graph b32 ms"] == "-"  # --quick: batch 1 only
+    assert by_model["mobilenetv1_025"]["int8 partitions"] == "1"  # XNNPACK takes all of ours
     _, _, ratio = table_rows(out.split("\n\n")[1])
     assert ratio[0] == "mobilenetv1_025" and float(ratio[1]) > 0 and float(ratio[3]) > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,3 +83,27 @@ def test_interleaved_medians_time_each_callable_in_turn():
     medians = bench.interleaved_medians([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1)
     assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up of each, then strictly alternating
     assert len(medians) == 2 and all(m >= 0 for m in medians)
+
+
+def test_block_profile_splits_the_time_and_the_macs_by_block(capsys):
+    status = cli.main(["bench", "--blocks", "--repeats", "2", "mobilenetv1_025"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mobilenetv1_025")
+    header, _, *rows = table_rows(out)
+    by_block = {row[0]: dict(zip(header, row)) for row in rows}
+    # V1: the stem, 13 depthwise-separable blocks, the head, and the total.
+    assert list(by_block)[0] == "stem" and list(by_block)[-2:] == ["classifier head", "total"]
+    assert len(rows) == 1 + 13 + 2
+    assert by_block["stem"]["output"] == "112x112x8"
+    total_macs = float(by_block["total"]["MACs (M)"])
+    assert total_macs == pytest.approx(REFERENCE["mobilenetv1_025"]["macs_millions"], rel=0.02)
+    assert sum(float(row["MACs (M)"]) for name, row in by_block.items() if name != "total") == pytest.approx(
+        total_macs, abs=0.1 * len(rows)
+    )
+    assert "GFLOP/s" in out
+
+
+def test_block_profile_rejects_an_unknown_preset():
+    with pytest.raises(ValueError, match="mobilenetv9"):
+        bench.block_profile("mobilenetv9")

@@ -78,12 +78,11 @@ def test_int8_classifier_from_timm_weights_is_integer_and_agrees(tmp_path, capsy
     assert agreement >= 0.75
 
 
-@pytest.mark.parametrize("preset", ["mobilenetv3_small_100", "mobilenetv4_conv_small"])
-def test_xnnpack_runs_the_whole_network_in_int8_and_float(preset, tmp_path):
+def test_xnnpack_runs_the_whole_of_mobilenetv3_in_int8_and_float(tmp_path):
     """In LiteRT, an operator XNNPACK does not take splits the graph and runs
     in the slow builtin kernel. The fused HARD_SWISH is such an operator in
     int8, so the int8 export writes hard-swish in a form XNNPACK takes."""
-    model, normalize = export.load_model(preset, load_weights=False)
+    model, normalize = export.load_model("mobilenetv3_small_100", load_weights=False)
     inputs = normalize(smooth_images(4, SIZE, seed=1))
     condition(model, inputs)
     float_path = export.export_model(model, tmp_path / "float.tflite", image_size=SIZE)
@@ -158,10 +157,24 @@ def test_segmenter_from_a_keras_file_exports(segmenter, format, tmp_path, capsys
 def test_int8_segmenter_is_integer_and_mostly_agrees(segmenter, tmp_path):
     model, _ = segmenter
     calibration = smooth_images(8, SIZE, seed=4)
-    path = export.export_model(model, tmp_path / "seg_int8.tflite", int8=True, calibration_images=calibration)
+    path = export.export_model(model, tmp_path / "seg_int8.tflite", int8=True, calibration_images=calibration,
+                               batch_size=1)  # fmt: skip
     assert export.is_full_integer(path)
-    report = export.compare(model, path, smooth_images(4, SIZE, seed=5))
+    assert export.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
+    report = export.compare(model, path, smooth_images(4, SIZE, seed=5))  # four images through a batch-1 file
     assert report["pixel_agreement"] > 0.8
+
+
+def test_a_fixed_batch_lets_xnnpack_take_the_dilated_convolutions(segmenter, tmp_path):
+    model, _ = segmenter
+    free = export.export_model(model, tmp_path / "free.tflite")
+    fixed = export.export_model(model, tmp_path / "fixed.tflite", batch_size=1)
+    # With a free batch the converter writes each dilated depthwise convolution
+    # as SPACE_TO_BATCH / convolution / BATCH_TO_SPACE, and XNNPACK takes neither.
+    assert set(export.xnnpack_coverage(free)["outside"]) == {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+    assert export.xnnpack_coverage(fixed) == {"partitions": 1, "outside": {}}
+    report = export.compare(model, fixed, smooth_images(3, SIZE, seed=9))
+    assert report["max_relative_error"] < FLOAT_TOLERANCE
 
 
 @pytest.mark.parametrize("format", export.FORMATS)
@@ -180,6 +193,7 @@ def test_int8_detector_keeps_its_detections(detector, tmp_path):
     calibration = smooth_images(8, (64, 64), seed=7)
     path = export.export_model(model, tmp_path / "det_int8.tflite", int8=True, calibration_images=calibration)
     assert export.is_full_integer(path)
+    assert export.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
     assert os.path.exists(tmp_path / "det_int8_postprocess.npz")
     report = export.compare(model, path, smooth_images(2, (64, 64), seed=8))
     # A random network quantises worse than a trained one (its outputs are
@@ -199,5 +213,7 @@ def test_bad_arguments_name_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, 64, 64, 3\)"):
         export.export_model(model, tmp_path / "m.tflite", image_size=64, int8=True,
                             calibration_images=np.zeros((2, 32, 32, 3)))  # fmt: skip
+    with pytest.raises(ValueError, match="batch_size.*0"):
+        export.export_model(model, tmp_path / "m.tflite", image_size=64, batch_size=0)
     with pytest.raises(ValueError, match="task"):
         export.load_model("mobilenetv1_025", task="detector")
