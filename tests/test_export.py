@@ -14,6 +14,7 @@ from conftest import (
     requires_parity_fixtures,
 )
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+from mnet_backbones.export import xnnpack_coverage
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -64,6 +65,9 @@ def test_backbone_litert_matches_keras(name, tmp_path):
     condition(backbone, images(*IMAGE_SHAPE[:2], seed=1))
     path = export_litert(backbone, tmp_path)
     assert_litert_matches(path, backbone, images(*IMAGE_SHAPE[:2]))
+    # XNNPACK runs the whole graph: no operator left to the builtin kernels
+    # (the attention's reshapes included, which are constants at a known size).
+    assert xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
 
 
 def test_classifier_litert_matches_keras(tmp_path):
