@@ -303,7 +303,7 @@ def block_profile(preset, repeats=20):
         raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
     classifier = classifier_for(preset)
     backbone = classifier.backbone
-    cuts = [layer for layer in backbone.layers if layer.name != backbone.layers[0].name]
+    cuts = backbone.layers[1:]  # every layer after the input
     prefixes = [keras.Model(backbone.input, layer.output) for layer in cuts] + [classifier]
     names = [layer.name for layer in cuts] + ["classifier head"]
     with tempfile.TemporaryDirectory() as work_dir:

@@ -23,6 +23,7 @@ int8 and only the model's float input and outputs are (de)quantised at its
 edges, so the file takes and returns float32 like the float one.
 """
 
+import collections
 import contextlib
 import os
 
@@ -316,12 +317,8 @@ def xnnpack_coverage(path):
                 continue
             covered.add(index)
             stack.extend(int(t) for t in original[index]["inputs"] if t >= 0 and int(t) not in boundary)
-    outside = [index for index in original if index not in covered]
-    counts = {}
-    for index in sorted(outside):
-        name = original[index]["op_name"]
-        counts[name] = counts.get(name, 0) + 1
-    return {"partitions": len(delegates), "outside": counts}
+    outside = collections.Counter(op["op_name"] for index, op in sorted(original.items()) if index not in covered)
+    return {"partitions": len(delegates), "outside": dict(outside)}
 
 
 def is_full_integer(path):
