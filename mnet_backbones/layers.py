@@ -100,11 +100,25 @@ def check_padding(padding):
     return padding
 
 
-def _pad_symmetric(x, kernel_size, dilation_rate=1):
-    pad = dilation_rate * (kernel_size - 1) // 2
-    if pad == 0:
-        return x
-    return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+def symmetric_pads(size, kernel_size, strides):
+    """(before, after) zeros for timm's symmetric padding of a strided convolution.
+
+    timm pads `kernel_size // 2` on each side. On a known `size` the last
+    window of a strided convolution often stops short of the trailing zeros
+    (on even sizes with a 3x3 kernel, it never reaches them), so only the
+    ones it reads are added: the output is unchanged and the PAD is as small
+    as TensorFlow's "same". An unknown size (None) keeps both sides.
+    """
+    before = (kernel_size - 1) // 2
+    if size is None:
+        return before, before
+    outputs = -(-size // strides)
+    return before, max(0, (outputs - 1) * strides + kernel_size - size - before)
+
+
+def _pad_symmetric(x, kernel_size, strides):
+    rows, cols = (symmetric_pads(size, kernel_size, strides) for size in x.shape[1:3])
+    return ops.pad(x, [[0, 0], list(rows), list(cols), [0, 0]])
 
 
 def _check_dilation(dilation_rate, strides):
@@ -221,21 +235,19 @@ class ConvBNAct(_MobileLayer):
 
     def build(self, input_shape):
         shape = input_shape
-        if self._pad_explicitly:
-            pad = self.dilation_rate * (self.kernel_size - 1)
-            shape = (
-                shape[0],
-                None if shape[1] is None else shape[1] + pad,
-                None if shape[2] is None else shape[2] + pad,
-                shape[3],
-            )
+        if self._pad_explicitly:  # strided, so not dilated
+            padded = [
+                None if size is None else size + sum(symmetric_pads(size, self.kernel_size, self.strides))
+                for size in shape[1:3]
+            ]
+            shape = (shape[0], *padded, shape[3])
         self.conv.build(shape)
         if self.bn is not None:
             self.bn.build(self.conv.compute_output_shape(shape))
 
     def call(self, x, training=None):
         if self._pad_explicitly:
-            x = _pad_symmetric(x, self.kernel_size, self.dilation_rate)
+            x = _pad_symmetric(x, self.kernel_size, self.strides)
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x, training=training)

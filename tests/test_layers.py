@@ -17,6 +17,7 @@ from mnet_backbones.layers import (
     hard_sigmoid,
     hard_swish,
     integer_graph,
+    symmetric_pads,
 )
 
 RNG = np.random.default_rng(0)
@@ -77,6 +78,36 @@ def test_symmetric_and_same_padding_differ_only_when_strided(size):
     expected_same = x[0, 0:3, 0:3].sum() if size % 2 == 0 else x[0, 0:2, 0:2].sum()
     np.testing.assert_allclose(same_at_origin, expected_same, rtol=1e-5)
     np.testing.assert_allclose(outputs["symmetric", 2][0, 0, 0], x[0, 0:2, 0:2].sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "size, kernel_size, expected",
+    # Worked by hand: the last of ceil(size / 2) windows starts at
+    # 2 * (outputs - 1) - kernel_size // 2 and is kernel_size wide.
+    [(224, 3, (1, 0)), (225, 3, (1, 1)), (112, 5, (2, 1)), (113, 5, (2, 2)), (None, 3, (1, 1)), (None, 5, (2, 2))],
+)
+def test_symmetric_padding_adds_only_the_zeros_a_window_reads(size, kernel_size, expected):
+    assert symmetric_pads(size, kernel_size, strides=2) == expected
+
+
+@pytest.mark.parametrize("size", [8, 9, 10, 11])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_trimmed_symmetric_padding_equals_timms(size, kernel_size):
+    x = _images((1, size, size, 2))
+    layer = ConvBNAct(3, kernel_size, strides=2, padding="symmetric", use_bn=False)
+    layer.build(x.shape)
+    kernel = RNG.normal(size=(kernel_size, kernel_size, 2, 3)).astype("float32")
+    layer.conv.kernel.assign(kernel)
+    # timm: kernel_size // 2 zeros on every side, then a strided valid convolution.
+    pad = kernel_size // 2
+    padded = np.pad(x[0], [(pad, pad), (pad, pad), (0, 0)])
+    outputs = math.ceil(size / 2)
+    expected = np.empty((outputs, outputs, 3), "float32")
+    for i in range(outputs):
+        for j in range(outputs):
+            window = padded[2 * i : 2 * i + kernel_size, 2 * j : 2 * j + kernel_size]
+            expected[i, j] = np.einsum("hwc,hwco->o", window, kernel)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(x))[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def _numpy_batch_norm(x, bn):
