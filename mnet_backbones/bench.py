@@ -17,15 +17,22 @@ What is measured per preset, at its reference resolution, with random weights
 - the peak resident memory of a fresh process that loads the LiteRT model
   and runs it (`ru_maxrss`, minus that of a process that only imports the
   interpreter);
-- the MAC bound: 2 x MACs / the machine's float32 GEMM rate, measured here
-  with a NumPy 1024 x 1024 matrix product;
+- the MAC bound: 2 x MACs / the machine's float32 GEMM rate. The rate is
+  that of a 1024 x 1024 x 1024 matrix product in LiteRT (XNNPACK, the same
+  2 threads), timed in turn with the models, so that the ratio of a model's
+  time to its bound is taken side by side; NumPy's rate, measured once at
+  the start, is printed beside it for comparison. (NumPy cannot be the
+  interleaved probe: OpenBLAS's threads keep spinning after a product and
+  slow whatever LiteRT runs next on a 2-core machine.)
 - how many XNNPACK partitions the int8 file falls into (one when XNNPACK
   runs all of it, `export.xnnpack_coverage`), and the int8 speed-up this
   machine gives a plain stack of 1x1 convolutions in LiteRT: the ceiling for
   a model's int8 speed-up here.
 
 A preset and its peer are timed in turn, run for run (ours, theirs, ours,
-...), so that a slow spell of the machine falls on both alike.
+...), so that a slow spell of the machine falls on both alike; so are their
+LiteRT float32 and int8 files, with the GEMM probe, so that the int8
+speed-up and the MAC bound are ratios of neighbouring runs too.
 """
 
 import dataclasses
@@ -48,6 +55,8 @@ from mnet_backbones.presets import PRESETS
 
 IMAGENET_CLASSES = 1000
 LITERT_THREADS = 2
+GEMM_SIZE = 1024
+GEMM_FLOPS = 2 * GEMM_SIZE**3
 DEFAULT_PRESETS = (
     "mobilenetv1_100",
     "mobilenetv2_100",
@@ -88,6 +97,7 @@ class Timing:
     litert_int8: float = None
     litert_peak_mib: float = None
     int8_partitions: int = None
+    gemm_rate: float = None  # LiteRT float32 FLOP/s, timed in turn with this model's LiteRT runs
 
 
 def interleaved_medians(runs, repeats, warmup=2):
@@ -108,12 +118,26 @@ def median_seconds(run, repeats, warmup=2):
     return interleaved_medians([run], repeats, warmup)[0]
 
 
-def gemm_rate(size=1024, repeats=10):
-    """The machine's float32 matrix-multiply rate in FLOP/s (NumPy, median)."""
+def gemm_rate(repeats=10):
+    """The machine's float32 matrix-multiply rate in FLOP/s (NumPy, 1024^3, median)."""
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    return 2 * size**3 / median_seconds(lambda: a @ b, repeats)
+    a = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
+    b = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
+    return GEMM_FLOPS / median_seconds(lambda: a @ b, repeats)
+
+
+def litert_gemm_runner(work_dir):
+    """A callable that runs one 1024^3 float32 matrix product in LiteRT (`GEMM_FLOPS`).
+
+    A dense layer over a batch of 1024: XNNPACK's fully-connected operator,
+    on `LITERT_THREADS` threads like the models it is timed with.
+    """
+    inputs = keras.Input((GEMM_SIZE,))
+    model = keras.Model(inputs, keras.layers.Dense(GEMM_SIZE, use_bias=False)(inputs))
+    path = os.path.join(work_dir, "gemm.tflite")
+    signature = [keras.InputSpec(shape=(GEMM_SIZE, GEMM_SIZE), dtype="float32")]
+    model.export(path, format="litert", input_signature=signature, verbose=False)
+    return litert_runner(path)
 
 
 def classifier_for(preset):
@@ -204,8 +228,12 @@ def export_litert(model, path, int8=False):
     return export.export_model(model, path, "litert", int8=int8, calibration_images=calibration)
 
 
-def measure(models, repeats, batch_sizes, work_dir, int8=True):
-    """`Timing`s of `models` (a dict name -> model), each figure timed side by side."""
+def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
+    """`Timing`s of `models` (a dict name -> model), each figure timed side by side.
+
+    The TF graph runs are timed in turn, then all the LiteRT files (float32,
+    int8) with the `gemm` probe (`litert_gemm_runner`, made here if None).
+    """
     timings = [
         Timing(
             model=name,
@@ -225,16 +253,20 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True):
         timed("graph_batch32", [graph_runner(model, 32) for model in models.values()], max(3, repeats // 4))
     stems = [os.path.join(work_dir, name.replace("/", "_")) for name in models]
     float_paths = [export_litert(model, f"{stem}.tflite") for stem, model in zip(stems, models.values())]
-    timed("litert_float32", [litert_runner(path) for path in float_paths])
-    for timing, path in zip(timings, float_paths):
-        timing.litert_peak_mib = litert_peak_memory_mib(path)
+    int8_paths = []
     if int8:
         int8_paths = [
             export_litert(model, f"{stem}_int8.tflite", int8=True) for stem, model in zip(stems, models.values())
         ]
-        timed("litert_int8", [litert_runner(path) for path in int8_paths])
-        for timing, path in zip(timings, int8_paths):
-            timing.int8_partitions = export.xnnpack_coverage(path)["partitions"]
+    gemm = gemm or litert_gemm_runner(work_dir)
+    *seconds, gemm_seconds = interleaved_medians([litert_runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
+    for i, timing in enumerate(timings):
+        timing.litert_float32 = seconds[i]
+        timing.litert_int8 = seconds[len(timings) + i] if int8 else None
+        timing.gemm_rate = GEMM_FLOPS / gemm_seconds
+        timing.litert_peak_mib = litert_peak_memory_mib(float_paths[i])
+        if int8:
+            timing.int8_partitions = export.xnnpack_coverage(int8_paths[i])["partitions"]
     return timings
 
 
@@ -261,7 +293,7 @@ def conv_int8_speedup(work_dir, repeats=20):
 
 @dataclasses.dataclass
 class Machine:
-    """What the machine itself gives: float32 GEMM FLOP/s, int8 speed-up of 1x1 convolutions."""
+    """What the machine itself gives: NumPy's float32 GEMM FLOP/s, int8 speed-up of 1x1 convolutions."""
 
     gemm_rate: float
     conv_int8_speedup: float = None
@@ -279,6 +311,7 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peer
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:
         machine = Machine(gemm_rate(), conv_int8_speedup(work_dir, repeats) if int8 else None)
+        gemm = litert_gemm_runner(work_dir)
         for preset in presets:
             models = {preset: classifier_for(preset)}
             peer = peer_for(preset) if peers else None
@@ -286,7 +319,7 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peer
                 models[f"keras.applications/{preset}"] = peer
             if progress:
                 progress(" and ".join(models))
-            rows.extend(measure(models, repeats, batch_sizes, work_dir, int8))
+            rows.extend(measure(models, repeats, batch_sizes, work_dir, int8, gemm))
     return rows, machine
 
 
@@ -296,7 +329,8 @@ def block_profile(preset, repeats=20):
     The classifier is cut after each block of its backbone (the stem, each
     block, the head) and each prefix is exported and timed, all in turn; a
     block's time is its prefix's minus the one before. Returns
-    `(rows, gemm_rate)`, each row `{"block", "shape", "macs", "seconds"}`.
+    `(rows, gemm_rate)`, each row `{"block", "shape", "macs", "seconds"}`;
+    the rate is LiteRT's (`litert_gemm_runner`), timed in turn with the prefixes.
     Times of small blocks are differences of noisy medians: read them in sums.
     """
     if preset not in PRESETS:
@@ -310,7 +344,9 @@ def block_profile(preset, repeats=20):
         paths = [
             export_litert(model, os.path.join(work_dir, f"prefix_{i:03d}.tflite")) for i, model in enumerate(prefixes)
         ]
-        times = interleaved_medians([litert_runner(path) for path in paths], repeats)
+        *times, gemm_seconds = interleaved_medians(
+            [litert_runner(path) for path in paths] + [litert_gemm_runner(work_dir)], repeats
+        )
     macs = [count_macs(model) for model in prefixes]
     rows = []
     for i, (name, model) in enumerate(zip(names, prefixes)):
@@ -322,7 +358,7 @@ def block_profile(preset, repeats=20):
                 "seconds": times[i] - (times[i - 1] if i else 0),
             }
         )
-    return rows, gemm_rate()
+    return rows, GEMM_FLOPS / gemm_seconds
 
 
 def block_table(rows, rate):
@@ -348,7 +384,7 @@ def block_table(rows, rate):
         )
     header = ["block", "output", "MACs (M)", "LiteRT fp32 ms", "MAC bound ms", "time / bound"]
     table = markdown_table(header, body, right_aligned={2, 3, 4, 5})
-    return f"{table}\n\nfloat32 GEMM rate: {rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"
+    return f"{table}\n\nfloat32 GEMM rate: {rate / 1e9:.1f} GFLOP/s (LiteRT, 1024^3, timed in turn with the blocks)"
 
 
 def _ms(seconds):
@@ -370,7 +406,7 @@ def results_table(rows, machine):
     ]
     body = []
     for row in rows:
-        bound = 2 * row.macs / machine.gemm_rate
+        bound = 2 * row.macs / (row.gemm_rate or machine.gemm_rate)
         body.append(
             [
                 row.model,
@@ -408,7 +444,13 @@ def results_table(rows, machine):
         ratio_rows,
         right_aligned={1, 2, 3, 4},
     )
-    notes = [f"float32 GEMM rate: {machine.gemm_rate / 1e9:.1f} GFLOP/s (NumPy, 1024^3)"]
+    rates = [row.gemm_rate / 1e9 for row in rows if row.gemm_rate]
+    notes = [f"float32 GEMM rate (1024^3): NumPy {machine.gemm_rate / 1e9:.1f} GFLOP/s, once at the start"]
+    if rates:
+        notes[0] += (
+            f"; LiteRT {min(rates):.1f}-{max(rates):.1f} GFLOP/s timed in turn with each preset's"
+            " LiteRT runs, which the MAC bound divides by"
+        )
     if machine.conv_int8_speedup is not None:
         notes.append(f"int8 speed-up of 1x1 convolutions alone (LiteRT): {machine.conv_int8_speedup:.2f}")
     return f"{figures}\n\n{ratios}\n\n" + "\n".join(notes)

@@ -23,7 +23,7 @@ def table_rows(text):
 def test_results_table_figures_and_ratios():
     ms = 1e-3
     rows = [
-        bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, 8 * ms, 80 * ms, 6 * ms, 2 * ms, 12.0, 1),
+        bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, 8 * ms, 80 * ms, 6 * ms, 2 * ms, 12.0, 1, 200e9),
         bench.Timing("keras.applications/mobilenetv2_100", 3_504_872, 300_000_000, 10 * ms, 100 * ms, 5 * ms),
         bench.Timing("mobilenetv4_conv_small", 3_774_024, 186_000_000, 4 * ms),
     ]
@@ -36,15 +36,16 @@ def test_results_table_figures_and_ratios():
     assert ours["TF graph b1 ms"] == "8.00"
     assert ours["int8 speed-up"] == "3.00"  # 6 ms / 2 ms
     assert ours["int8 partitions"] == "1"
-    assert ours["MAC bound ms"] == "6.00"  # 2 x 3e8 / 1e11 s
-    assert ours["fp32 / bound"] == "1.00"
+    assert ours["MAC bound ms"] == "3.00"  # 2 x 3e8 / 2e11 s: the rate timed alongside this row
+    assert ours["fp32 / bound"] == "2.00"
     assert ours["LiteRT peak MiB"] == "12"
     unmeasured = dict(zip(figures, body[2]))
     assert unmeasured["TF graph b32 ms"] == "-" and unmeasured["LiteRT int8 ms"] == "-"
+    assert unmeasured["MAC bound ms"] == "3.72"  # no rate of its own: NumPy's, 2 x 1.86e8 / 1e11 s
 
     ratio_header, _, *ratio_rows = table_rows(text.split("\n\n")[1])
     assert ratio_rows == [["mobilenetv2_100", "0.80", "0.80", "1.20", "-"]]
-    assert "100.0 GFLOP/s" in text
+    assert "NumPy 100.0 GFLOP/s" in text and "LiteRT 200.0-200.0 GFLOP/s" in text
     assert "int8 speed-up of 1x1 convolutions alone (LiteRT): 1.25" in text
 
 
@@ -76,6 +77,8 @@ def test_quick_run_measures_ours_and_the_peer(capsys, tmp_path):
     assert ratio[0] == "mobilenetv1_025" and float(ratio[1]) > 0 and float(ratio[3]) > 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert float(out.split("int8 speed-up of 1x1 convolutions alone (LiteRT):")[1].split()[0]) > 0
+    litert_rates = out.split("; LiteRT ")[1].split()[0].split("-")
+    assert len(litert_rates) == 2 and all(float(rate) > 0 for rate in litert_rates)
 
 
 def test_interleaved_medians_time_each_callable_in_turn():
@@ -101,7 +104,7 @@ def test_block_profile_splits_the_time_and_the_macs_by_block(capsys):
     assert sum(float(row["MACs (M)"]) for name, row in by_block.items() if name != "total") == pytest.approx(
         total_macs, abs=0.1 * len(rows)
     )
-    assert "GFLOP/s" in out
+    assert float(out.split("float32 GEMM rate: ")[1].split()[0]) > 0 and "GFLOP/s (LiteRT" in out
 
 
 def test_block_profile_rejects_an_unknown_preset():
