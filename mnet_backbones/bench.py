@@ -31,8 +31,10 @@ What is measured per preset, at its reference resolution, with random weights
 
 A preset and its peer are timed in turn, run for run (ours, theirs, ours,
 ...), so that a slow spell of the machine falls on both alike; so are their
-LiteRT float32 and int8 files, with the GEMM probe, so that the int8
-speed-up and the MAC bound are ratios of neighbouring runs too.
+LiteRT float32 and int8 files, with the GEMM probe. Every ratio in the
+tables (ours / keras.applications, the int8 speed-up, float32 over the MAC
+bound) is the median of the ratios of neighbouring runs (`paired_ratio`), so
+that it compares runs taken moments apart; the latencies are plain medians.
 """
 
 import dataclasses
@@ -98,10 +100,12 @@ class Timing:
     litert_peak_mib: float = None
     int8_partitions: int = None
     gemm_rate: float = None  # LiteRT float32 FLOP/s, timed in turn with this model's LiteRT runs
+    # Every run's seconds, by field name ("gemm": the probe's), for paired ratios.
+    samples: dict = dataclasses.field(default_factory=dict, repr=False)
 
 
-def interleaved_medians(runs, repeats, warmup=2):
-    """Median seconds of each callable, timed in turn: a, b, a, b, ..."""
+def interleaved_samples(runs, repeats, warmup=2):
+    """Seconds of every run of each callable, timed in turn: a, b, a, b, ..."""
     for run in runs:
         for _ in range(warmup):
             run()
@@ -111,7 +115,24 @@ def interleaved_medians(runs, repeats, warmup=2):
             start = time.perf_counter()
             run()
             samples.append(time.perf_counter() - start)
-    return [statistics.median(samples) for samples in times]
+    return times
+
+
+def interleaved_medians(runs, repeats, warmup=2):
+    """Median seconds of each callable, timed in turn: a, b, a, b, ..."""
+    return [statistics.median(samples) for samples in interleaved_samples(runs, repeats, warmup)]
+
+
+def paired_ratio(a, b):
+    """Median over runs of a[i] / b[i], for runs timed in turn.
+
+    Each pair ran moments apart, so a slow spell of the machine scales both
+    and cancels in their ratio; the ratio of the two medians can still
+    compare a fast run with a slow one.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_ratio needs two equally long, non-empty runs; got {len(a)} and {len(b)}.")
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def median_seconds(run, repeats, warmup=2):
@@ -244,8 +265,9 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
     ]
 
     def timed(field, runners, count=repeats):
-        for timing, seconds in zip(timings, interleaved_medians(runners, count)):
-            setattr(timing, field, seconds)
+        for timing, samples in zip(timings, interleaved_samples(runners, count)):
+            setattr(timing, field, statistics.median(samples))
+            timing.samples[field] = samples
 
     if 1 in batch_sizes:
         timed("graph_batch1", [graph_runner(model, 1) for model in models.values()])
@@ -259,18 +281,22 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
             export_litert(model, f"{stem}_int8.tflite", int8=True) for stem, model in zip(stems, models.values())
         ]
     gemm = gemm or litert_gemm_runner(work_dir)
-    *seconds, gemm_seconds = interleaved_medians([litert_runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
+    *samples, gemm_samples = interleaved_samples([litert_runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
     for i, timing in enumerate(timings):
-        timing.litert_float32 = seconds[i]
-        timing.litert_int8 = seconds[len(timings) + i] if int8 else None
-        timing.gemm_rate = GEMM_FLOPS / gemm_seconds
+        timing.samples["litert_float32"] = samples[i]
+        timing.litert_float32 = statistics.median(samples[i])
+        if int8:
+            timing.samples["litert_int8"] = samples[len(timings) + i]
+            timing.litert_int8 = statistics.median(samples[len(timings) + i])
+        timing.samples["gemm"] = gemm_samples
+        timing.gemm_rate = GEMM_FLOPS / statistics.median(gemm_samples)
         timing.litert_peak_mib = litert_peak_memory_mib(float_paths[i])
         if int8:
             timing.int8_partitions = export.xnnpack_coverage(int8_paths[i])["partitions"]
     return timings
 
 
-def conv_int8_speedup(work_dir, repeats=20):
+def conv_int8_speedup(work_dir, repeats=30):
     """LiteRT float32 / int8 latency of four 1x1 convolutions (28 x 28 x 256, batch 1).
 
     A pointwise convolution is a matrix product, the bulk of a MobileNet's
@@ -287,8 +313,7 @@ def conv_int8_speedup(work_dir, repeats=20):
     int8_path = export.export_model(
         model, os.path.join(work_dir, "pointwise_int8.tflite"), int8=True, calibration_images=calibration
     )
-    float_seconds, int8_seconds = interleaved_medians([litert_runner(float_path), litert_runner(int8_path)], repeats)
-    return float_seconds / int8_seconds
+    return paired_ratio(*interleaved_samples([litert_runner(float_path), litert_runner(int8_path)], repeats))
 
 
 @dataclasses.dataclass
@@ -299,7 +324,7 @@ class Machine:
     conv_int8_speedup: float = None
 
 
-def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
+def run_benchmark(presets=DEFAULT_PRESETS, repeats=30, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
     """Measure `presets` and their keras.applications peers; returns (rows, `Machine`).
 
     Each row is a `Timing`; a peer's row follows its preset's, named
@@ -323,7 +348,7 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=20, batch_sizes=(1, 32), peer
     return rows, machine
 
 
-def block_profile(preset, repeats=20):
+def block_profile(preset, repeats=30):
     """Where a preset's LiteRT float32 time goes, block by block, against its MACs.
 
     The classifier is cut after each block of its backbone (the stem, each
@@ -395,6 +420,25 @@ def _ratio(ours, theirs):
     return "-" if ours is None or theirs is None else f"{ours / theirs:.2f}"
 
 
+def _paired(row, field, other, other_field):
+    """`row.field / other.other_field`: the median of paired runs where both have them."""
+    a, b = row.samples.get(field), other.samples.get(other_field)
+    if a and b and len(a) == len(b):
+        return f"{paired_ratio(a, b):.2f}"
+    return _ratio(getattr(row, field), getattr(other, other_field))
+
+
+def _bound_ratio(row, bound):
+    """LiteRT float32 time over the MAC bound, paired run for run with the GEMM probe."""
+    fp32, gemm = row.samples.get("litert_float32"), row.samples.get("gemm")
+    if fp32 and gemm and len(fp32) == len(gemm):
+        return f"{paired_ratio(fp32, [2 * row.macs * g / GEMM_FLOPS for g in gemm]):.2f}"
+    return _ratio(row.litert_float32, bound)
+
+
+RATIO_FIELDS = ("graph_batch1", "graph_batch32", "litert_float32", "litert_int8")
+
+
 def results_table(rows, machine):
     """The measurements as markdown: one table of figures, one of ratios, then the machine's."""
     from mnet_backbones.cli import markdown_table
@@ -416,10 +460,10 @@ def results_table(rows, machine):
                 _ms(row.graph_batch32),
                 _ms(row.litert_float32),
                 _ms(row.litert_int8),
-                _ratio(row.litert_float32, row.litert_int8),
+                _paired(row, "litert_float32", row, "litert_int8"),
                 "-" if row.int8_partitions is None else str(row.int8_partitions),
                 _ms(bound),
-                _ratio(row.litert_float32, bound),
+                _bound_ratio(row, bound),
                 "-" if row.litert_peak_mib is None else f"{row.litert_peak_mib:.0f}",
             ]
         )
@@ -433,10 +477,7 @@ def results_table(rows, machine):
         ratio_rows.append(
             [
                 row.model,
-                _ratio(row.graph_batch1, peer.graph_batch1),
-                _ratio(row.graph_batch32, peer.graph_batch32),
-                _ratio(row.litert_float32, peer.litert_float32),
-                _ratio(row.litert_int8, peer.litert_int8),
+                *(_paired(row, field, peer, field) for field in RATIO_FIELDS),
             ]
         )
     ratios = markdown_table(

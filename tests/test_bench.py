@@ -49,6 +49,37 @@ def test_results_table_figures_and_ratios():
     assert "int8 speed-up of 1x1 convolutions alone (LiteRT): 1.25" in text
 
 
+def test_ratios_pair_runs_timed_in_turn():
+    ms = 1e-3
+    # Run 2 hit a slow spell for ours, run 3 for theirs: the ratio of medians
+    # (3 / 2 = 1.50) compares a fast run with a slow one; the pairs say 1.00.
+    ours = bench.Timing("mobilenetv2_100", 3_504_872, 300_000_000, graph_batch1=3 * ms)
+    ours.samples["graph_batch1"] = [1 * ms, 3 * ms, 10 * ms]
+    theirs = bench.Timing("keras.applications/mobilenetv2_100", 3_504_872, 300_000_000, graph_batch1=2 * ms)
+    theirs.samples["graph_batch1"] = [1 * ms, 6 * ms, 2 * ms]
+    # float32 over int8 run by run: 2, 1, 4 -> 2.00 (medians: 4 / 3 = 1.33).
+    ours.litert_float32, ours.litert_int8 = 4 * ms, 3 * ms
+    ours.samples.update(litert_float32=[4 * ms, 3 * ms, 8 * ms], litert_int8=[2 * ms, 3 * ms, 2 * ms])
+    # GEMM probe runs whose rates put the bound of 3e8 MACs at 3, 6, 6 ms: float32
+    # over bound is 1.33, 0.50, 1.33 -> 1.33 (medians: 4 / 6 = 0.67).
+    ours.samples["gemm"] = [bound * bench.GEMM_FLOPS / (2 * 300_000_000) for bound in (3 * ms, 6 * ms, 6 * ms)]
+    ours.gemm_rate = bench.GEMM_FLOPS / ours.samples["gemm"][1]
+    text = bench.results_table([ours, theirs], bench.Machine(gemm_rate=100e9))
+    header, _, *body = table_rows(text.split("\n\n")[0])
+    row = dict(zip(header, body[0]))
+    assert row["int8 speed-up"] == "2.00"
+    assert row["fp32 / bound"] == "1.33"
+    assert row["MAC bound ms"] == "6.00"  # at the probe's median rate
+    _, _, ratios = table_rows(text.split("\n\n")[1])
+    assert ratios[:2] == ["mobilenetv2_100", "1.00"]
+
+
+def test_paired_ratio_needs_equal_runs():
+    assert bench.paired_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 3.0]) == 2.0
+    with pytest.raises(ValueError, match="3 and 2"):
+        bench.paired_ratio([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
 def test_unknown_preset_is_a_one_line_error(capsys):
     assert cli.main(["bench", "mobilenetv9"]) == 2
     error = capsys.readouterr().err
