@@ -26,34 +26,12 @@ from keras import ops
 from keras_hub.models import ImageSegmenter
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
+from heads._validation import check_image_size, check_positive_int
 from heads.ssdlite import IMAGENET_MEAN, IMAGENET_VARIANCE, pixel_normalizer
 
 # DeepLabV3's atrous rates at output stride 16 (Chen et al., 2017).
 ATROUS_RATES_AT_16 = (6, 12, 18)
 IGNORE_LABEL = 255
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-    return int(value)
-
-
-def _image_size(image_size):
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (int(image_size), int(image_size))
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(
-            isinstance(side, (int, np.integer)) and not isinstance(side, bool) and side >= 32
-            for side in image_size
-        )
-    ):
-        raise ValueError(
-            f"`image_size` must be an int or a (height, width) pair of ints >= 32, got {image_size!r}."
-        )
-    return (int(image_size[0]), int(image_size[1]))
 
 
 def atrous_rates_for(output_stride):
@@ -66,7 +44,7 @@ def atrous_rates_for(output_stride):
     atrous_rates_for(32)  # (3, 6, 9)
     ```
     """
-    output_stride = _check_positive_int("output_stride", output_stride)
+    output_stride = check_positive_int("output_stride", output_stride)
     return tuple(max(1, rate * 16 // output_stride) for rate in ATROUS_RATES_AT_16)
 
 
@@ -90,10 +68,10 @@ class ConvBNReLU(keras.layers.Layer):
         # 0.9 as in the backbones: from-scratch training runs are short, and
         # Keras' 0.99 leaves the moving statistics far behind the weights.
         self.bn_momentum = float(bn_momentum)
-        self.filters = _check_positive_int("filters", filters)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
+        self.filters = check_positive_int("filters", filters)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.separable = bool(separable)
-        self.dilation_rate = _check_positive_int("dilation_rate", dilation_rate)
+        self.dilation_rate = check_positive_int("dilation_rate", dilation_rate)
         common = dict(padding="same", use_bias=False, dtype=self.dtype_policy)
         self.depthwise = None
         self.depthwise_bn = None
@@ -159,8 +137,8 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
 
     def __init__(self, filters=128, atrous_rates=ATROUS_RATES_AT_16, dropout=0.1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_positive_int("filters", filters)
-        self.atrous_rates = tuple(_check_positive_int("atrous_rates", r) for r in atrous_rates)
+        self.filters = check_positive_int("filters", filters)
+        self.atrous_rates = tuple(check_positive_int("atrous_rates", r) for r in atrous_rates)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
         self.dropout = float(dropout)
@@ -215,7 +193,7 @@ class BilinearResize(keras.layers.Layer):
 
     def __init__(self, size, **kwargs):
         super().__init__(**kwargs)
-        self.size = tuple(_check_positive_int("size", side) for side in size)
+        self.size = tuple(check_positive_int("size", side) for side in size)
 
     def call(self, inputs):
         return ops.image.resize(inputs, self.size, interpolation="bilinear")
@@ -322,8 +300,8 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
                 f"DeepLabV3+ needs pyramid levels P2 and P5; the backbone lacks {sorted(missing)} "
                 f"(it has {sorted(backbone.pyramid_outputs)})."
             )
-        num_classes = _check_positive_int("num_classes", num_classes)
-        image_size = _image_size(image_size)
+        num_classes = check_positive_int("num_classes", num_classes)
+        image_size = check_image_size(image_size)
         head_dtype = dtype or backbone.dtype_policy
 
         # === Layers ===

@@ -22,6 +22,8 @@ from keras_hub.models import ObjectDetector
 from keras_hub.src.layers.modeling.box_matcher import BoxMatcher
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
+from heads._validation import check_image_size, check_positive_int
+
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve; nothing else of the package is used.
 import mnet_backbones  # noqa: F401,E402
@@ -50,26 +52,6 @@ def pixel_normalizer(mean, variance, dtype=None):
     )
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-    return int(value)
-
-
-def _image_size(image_size):
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (int(image_size), int(image_size))
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(isinstance(side, (int, np.integer)) and side >= 32 for side in image_size)
-    ):
-        raise ValueError(
-            f"`image_size` must be an int or a (height, width) pair of ints >= 32, got {image_size!r}."
-        )
-    return (int(image_size[0]), int(image_size[1]))
-
-
 def ssdlite_levels(image_size, min_level=4):
     """Pyramid levels SSDLite predicts on: `min_level` up to the first 1x1 map.
 
@@ -78,7 +60,7 @@ def ssdlite_levels(image_size, min_level=4):
     ssdlite_levels(320)  # [4, 5, 6, 7, 8, 9]: maps of 20, 10, 5, 3, 2, 1
     ```
     """
-    height, width = _image_size(image_size)
+    height, width = check_image_size(image_size)
     max_level = max(min_level + 1, math.ceil(math.log2(max(height, width))))
     return list(range(min_level, max_level + 1))
 
@@ -99,7 +81,7 @@ class SSDLiteExtraBlock(keras.layers.Layer):
 
     def __init__(self, filters, bn_momentum=0.9, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_positive_int("filters", filters)
+        self.filters = check_positive_int("filters", filters)
         self.bn_momentum = float(bn_momentum)
         dtype = self.dtype_policy
         self.reduce = keras.layers.Conv2D(max(filters // 2, 1), 1, use_bias=False, dtype=dtype, name="reduce")
@@ -161,8 +143,8 @@ class SSDLitePredictor(keras.layers.Layer):
     def __init__(self, num_anchors, values_per_anchor, bias_value=0.0, bn_momentum=0.9, **kwargs):
         super().__init__(**kwargs)
         self.bn_momentum = float(bn_momentum)
-        self.num_anchors = _check_positive_int("num_anchors", num_anchors)
-        self.values_per_anchor = _check_positive_int("values_per_anchor", values_per_anchor)
+        self.num_anchors = check_positive_int("num_anchors", num_anchors)
+        self.values_per_anchor = check_positive_int("values_per_anchor", values_per_anchor)
         self.bias_value = float(bias_value)
         dtype = self.dtype_policy
         self.depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, dtype=dtype, name="depthwise")
@@ -405,11 +387,11 @@ class SSDLiteObjectDetector(ObjectDetector):
                 f"SSDLite needs pyramid levels P4 and P5; the backbone lacks {sorted(missing)} "
                 f"(it has {sorted(backbone.pyramid_outputs)})."
             )
-        num_classes = _check_positive_int("num_classes", num_classes)
-        image_size = _image_size(image_size)
+        num_classes = check_positive_int("num_classes", num_classes)
+        image_size = check_image_size(image_size)
         if isinstance(extra_filters, int):
             extra_filters = (extra_filters,)
-        extra_filters = tuple(_check_positive_int("extra_filters", f) for f in extra_filters)
+        extra_filters = tuple(check_positive_int("extra_filters", f) for f in extra_filters)
         if not extra_filters:
             raise ValueError("`extra_filters` must name at least one channel count, got ().")
         if not 0.0 < classification_prior < 1.0:
@@ -693,7 +675,7 @@ def clean_detection_targets(targets, num_classes, image_size, bounding_box_forma
     # boxes [[[0, 10, 20, 64]]], labels [[0]]
     ```
     """
-    height, width = _image_size(image_size)
+    height, width = check_image_size(image_size)
     boxes = np.array(keras.ops.convert_to_numpy(targets["boxes"]), dtype="float32")
     labels = np.array(keras.ops.convert_to_numpy(targets["labels"]))
     if boxes.shape[-1] != 4 or boxes.shape[:-1] != labels.shape:
@@ -745,8 +727,8 @@ def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="x
                                     image_size=224, load_weights=False)
     ```
     """
-    num_classes = _check_positive_int("num_classes", num_classes)
-    image_size = _image_size(image_size)
+    num_classes = check_positive_int("num_classes", num_classes)
+    image_size = check_image_size(image_size)
     detector_args = set(SSDLiteObjectDetector.__init__.__code__.co_varnames) | {"name"}
     detector_kwargs = {k: v for k, v in kwargs.items() if k in detector_args}
     backbone_kwargs = {k: v for k, v in kwargs.items() if k not in detector_args}

@@ -6,19 +6,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from heads._validation import check_image_size
 from heads.datasets._random import split, with_seeds
-
-
-def _image_size(image_size):
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        image_size = (int(image_size), int(image_size))
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(isinstance(side, (int, np.integer)) and side >= 1 for side in image_size)
-    ):
-        raise ValueError(f"`image_size` must be an int or a (height, width) pair of positive ints, got {image_size!r}.")
-    return (int(image_size[0]), int(image_size[1]))
 
 
 def read_coco(annotation_file, image_dir):
@@ -170,7 +159,7 @@ def load_coco(
     detector.fit(dataset, epochs=1)
     ```
     """
-    height, width = _image_size(image_size)
+    height, width = check_image_size(image_size, minimum=1)
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")

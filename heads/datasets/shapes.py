@@ -10,24 +10,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from heads._validation import check_image_size
+
 CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
 MAX_SHAPES = 4
 SIZE_RANGE = (0.08, 0.6)  # shape size as a fraction of the shorter image side
 MIN_BOX_SIDE = 4  # pixels; slivers left visible by occlusion are not worth a box
-
-
-def _image_size(image_size):
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(isinstance(side, int) and side >= 16 for side in image_size)
-    ):
-        raise ValueError(
-            f"`image_size` must be an int or a (height, width) pair of ints >= 16, got {image_size!r}."
-        )
-    return tuple(image_size)
 
 
 def _background(rng, height, width):
@@ -90,7 +78,7 @@ def make_shapes(out_dir, num_images, image_size, seed=0):
     """
     if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
         raise ValueError(f"`num_images` must be a positive int, got {num_images!r}.")
-    height, width = _image_size(image_size)
+    height, width = check_image_size(image_size, minimum=16)
     paths = {
         "annotations": os.path.join(out_dir, "annotations.json"),
         "images": os.path.join(out_dir, "images"),
