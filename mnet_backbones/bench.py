@@ -272,7 +272,7 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
     if 1 in batch_sizes:
         timed("graph_batch1", [graph_runner(model, 1) for model in models.values()])
     if 32 in batch_sizes:
-        timed("graph_batch32", [graph_runner(model, 32) for model in models.values()], max(3, repeats // 4))
+        timed("graph_batch32", [graph_runner(model, 32) for model in models.values()], max(3, repeats // 10))
     stems = [os.path.join(work_dir, name.replace("/", "_")) for name in models]
     float_paths = [export_litert(model, f"{stem}.tflite") for stem, model in zip(stems, models.values())]
     int8_paths = []
@@ -296,7 +296,7 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
     return timings
 
 
-def conv_int8_speedup(work_dir, repeats=30):
+def conv_int8_speedup(work_dir, repeats=100):
     """LiteRT float32 / int8 latency of four 1x1 convolutions (28 x 28 x 256, batch 1).
 
     A pointwise convolution is a matrix product, the bulk of a MobileNet's
@@ -324,7 +324,7 @@ class Machine:
     conv_int8_speedup: float = None
 
 
-def run_benchmark(presets=DEFAULT_PRESETS, repeats=30, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
+def run_benchmark(presets=DEFAULT_PRESETS, repeats=100, batch_sizes=(1, 32), peers=True, int8=True, progress=None):
     """Measure `presets` and their keras.applications peers; returns (rows, `Machine`).
 
     Each row is a `Timing`; a peer's row follows its preset's, named
@@ -348,7 +348,7 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=30, batch_sizes=(1, 32), peer
     return rows, machine
 
 
-def block_profile(preset, repeats=30):
+def block_profile(preset, repeats=100):
     """Where a preset's LiteRT float32 time goes, block by block, against its MACs.
 
     The classifier is cut after each block of its backbone (the stem, each

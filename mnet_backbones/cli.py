@@ -318,7 +318,7 @@ def add_bench(subcommands):
         f"tensorflow. Default presets: {' '.join(DEFAULT_PRESETS)}.",
     )
     parser.add_argument("presets", nargs="*", metavar="PRESET", help="built-in preset names")
-    parser.add_argument("--repeats", type=positive_int, default=30, help="timed runs per figure (default 30)")
+    parser.add_argument("--repeats", type=positive_int, default=100, help="timed runs per figure (default 100; a tenth of that at batch 32)")
     parser.add_argument(
         "--batch-sizes", type=positive_int, nargs="+", default=[1, 32], choices=[1, 32],
         metavar="B", help="TF graph batch sizes, 1 and/or 32 (default: both)",
