@@ -21,7 +21,6 @@ convolutions), in following the backbone's output stride, and in taking raw
 import math
 
 import keras
-import numpy as np
 from keras import ops
 from keras_hub.models import ImageSegmenter
 from keras_hub.src.utils.preset_utils import get_preset_loader

@@ -249,6 +249,12 @@ def export_litert(model, path, int8=False):
     return export.export_model(model, path, "litert", int8=int8, calibration_images=calibration)
 
 
+def _record(timing, field, samples):
+    """Keep every run's seconds (for paired ratios) and their median as the figure."""
+    timing.samples[field] = samples
+    setattr(timing, field, statistics.median(samples))
+
+
 def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
     """`Timing`s of `models` (a dict name -> model), each figure timed side by side.
 
@@ -266,8 +272,7 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
 
     def timed(field, runners, count=repeats):
         for timing, samples in zip(timings, interleaved_samples(runners, count)):
-            setattr(timing, field, statistics.median(samples))
-            timing.samples[field] = samples
+            _record(timing, field, samples)
 
     if 1 in batch_sizes:
         timed("graph_batch1", [graph_runner(model, 1) for model in models.values()])
@@ -283,11 +288,9 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
     gemm = gemm or litert_gemm_runner(work_dir)
     *samples, gemm_samples = interleaved_samples([litert_runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
     for i, timing in enumerate(timings):
-        timing.samples["litert_float32"] = samples[i]
-        timing.litert_float32 = statistics.median(samples[i])
+        _record(timing, "litert_float32", samples[i])
         if int8:
-            timing.samples["litert_int8"] = samples[len(timings) + i]
-            timing.litert_int8 = statistics.median(samples[len(timings) + i])
+            _record(timing, "litert_int8", samples[len(timings) + i])
         timing.samples["gemm"] = gemm_samples
         timing.gemm_rate = GEMM_FLOPS / statistics.median(gemm_samples)
         timing.litert_peak_mib = litert_peak_memory_mib(float_paths[i])
