@@ -23,7 +23,7 @@ SHAPE = (64, 96, 3)
 
 def calibrate(model, images):
     """BatchNorm moving statistics := those of `images` (plus a 10% floor)."""
-    norms = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in norms:
         layer.momentum = 0.0
     model(images, training=True)

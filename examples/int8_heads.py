@@ -72,7 +72,9 @@ def detection_rows(folder):
     ):
         metrics = heads.evaluate_coco(model, os.path.join(val, "annotations.json"), os.path.join(val, "images"))
         size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
-        rows.append(["SSDLite", name, f"AP {metrics['AP']:.3f} / AP50 {metrics['AP50']:.3f} / AP75 {metrics['AP75']:.3f}", size])
+        rows.append(
+            ["SSDLite", name, f"AP {metrics['AP']:.3f} / AP50 {metrics['AP50']:.3f} / AP75 {metrics['AP75']:.3f}", size]
+        )
     return rows
 
 
@@ -91,9 +93,13 @@ def segmentation_rows(folder):
         ("LiteRT float32", LiteRTSegmenter(float_path, segmenter), float_path),
         ("LiteRT int8", LiteRTSegmenter(int8_path, segmenter), int8_path),
     ):
-        scores = heads.evaluate_segmentation(model, os.path.join(val, "images"), os.path.join(val, "masks"), num_classes)
+        scores = heads.evaluate_segmentation(
+            model, os.path.join(val, "images"), os.path.join(val, "masks"), num_classes
+        )
         size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
-        rows.append(["DeepLabV3+", name, f"mIoU {scores['mIoU']:.3f} / pixel accuracy {scores['pixel_accuracy']:.3f}", size])
+        rows.append(
+            ["DeepLabV3+", name, f"mIoU {scores['mIoU']:.3f} / pixel accuracy {scores['pixel_accuracy']:.3f}", size]
+        )
     return rows
 
 

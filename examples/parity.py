@@ -34,8 +34,7 @@ for name in sorted(os.listdir(parity_dir)):
         ours = {"logits": keras.ops.convert_to_numpy(classifier(images, training=False))}
         ours.update(pyramid.predict(images, verbose=0))
         errors = [
-            np.abs(ours[k] - reference[f"{tag}_{k}"]).max() / np.abs(reference[f"{tag}_{k}"]).max()
-            for k in outputs
+            np.abs(ours[k] - reference[f"{tag}_{k}"]).max() / np.abs(reference[f"{tag}_{k}"]).max() for k in outputs
         ]
         size = "x".join(map(str, images.shape[1:3]))
         print(f"| {name} | {tag} {size} | " + " | ".join(f"{e:.1e}" for e in errors) + " |")

@@ -6,6 +6,6 @@ Data loaders and the synthetic shapes set are in `heads.datasets`.
 """
 
 from heads.coco_eval import evaluate_coco
-from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
 from heads.deeplab import DeepLabV3PlusSegmenter, create_deeplabv3plus
 from heads.segmentation_eval import evaluate_segmentation
+from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite

@@ -324,8 +324,7 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         )
         self.low_level_projection = ConvBNReLU(low_level_filters, 1, dtype=head_dtype, name="low_level_projection")
         self.decoder_convs = [
-            ConvBNReLU(decoder_filters, 3, separable=True, dtype=head_dtype, name=f"decoder_conv{i}")
-            for i in range(2)
+            ConvBNReLU(decoder_filters, 3, separable=True, dtype=head_dtype, name=f"decoder_conv{i}") for i in range(2)
         ]
         self.classifier = keras.layers.Conv2D(num_classes, 1, dtype=head_dtype, name="classifier")
         x = self.aspp(deepest)

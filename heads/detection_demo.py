@@ -83,9 +83,7 @@ def save_picture(path, images, detections, class_names, min_confidence=0.3, colu
             x0, y0, x1, y1 = detections["boxes"][index, j]
             label = int(detections["labels"][index, j])
             colour = colours[label % len(colours)]
-            axis.add_patch(
-                plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5)
-            )
+            axis.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
             axis.text(x0, y0, f"{class_names[label]} {score:.2f}", color="white", fontsize=6,
                       bbox={"facecolor": colour, "pad": 1, "linewidth": 0})  # fmt: skip
     figure.tight_layout(pad=0.3)

@@ -38,7 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=40, help="most epochs; training stops at --epochs or --minutes")
     parser.add_argument(
-        "--minutes", type=float, default=14.0,
+        "--minutes",
+        type=float,
+        default=14.0,
         help="wall-clock budget of training; the learning rate anneals to 0 by then",
     )
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="peak AdamW learning rate")
@@ -133,7 +135,6 @@ def main(argv=None):
     """
     args = parse_args(argv)
     import keras
-    import numpy as np
 
     import heads
     from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
@@ -141,11 +142,21 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     num_classes = len(CLASS_NAMES)
-    train = heads.datasets.make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
-    val = heads.datasets.make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
+    train = heads.datasets.make_shapes(
+        os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed
+    )
+    val = heads.datasets.make_shapes(
+        os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1
+    )
     dataset = heads.datasets.load_segmentation(
-        train["images"], train["masks"], args.image_size, args.batch_size,
-        shuffle=True, augment=True, num_classes=num_classes, seed=args.seed,
+        train["images"],
+        train["masks"],
+        args.image_size,
+        args.batch_size,
+        shuffle=True,
+        augment=True,
+        num_classes=num_classes,
+        seed=args.seed,
     )
     steps_per_epoch = math.ceil(args.train_images / args.batch_size)
 
@@ -177,8 +188,7 @@ def main(argv=None):
         f"output stride {args.output_stride}, {keras.backend.backend()}"
     )
     print(
-        f"held-out ({args.val_images} images): mIoU {scores['mIoU']:.3f}  "
-        f"pixel accuracy {scores['pixel_accuracy']:.3f}"
+        f"held-out ({args.val_images} images): mIoU {scores['mIoU']:.3f}  pixel accuracy {scores['pixel_accuracy']:.3f}"
     )
     print("per-class IoU: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(CLASS_NAMES, scores["per_class_IoU"])))
     print(f"picture: {picture}")

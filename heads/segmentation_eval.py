@@ -19,9 +19,9 @@ def confusion_matrix(labels, predictions, num_classes):
     labels = np.asarray(labels).reshape(-1).astype("int64")
     predictions = np.asarray(predictions).reshape(-1).astype("int64")
     valid = labels != IGNORE_LABEL
-    return np.bincount(
-        labels[valid] * num_classes + predictions[valid], minlength=num_classes * num_classes
-    ).reshape(num_classes, num_classes)
+    return np.bincount(labels[valid] * num_classes + predictions[valid], minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def segmentation_scores(confusion):
@@ -56,9 +56,7 @@ def _input_size(segmenter):
     if isinstance(size, int):
         size = (size, size)
     if None in tuple(size):
-        raise ValueError(
-            f"The segmenter's input size must be fixed to resize images to it, got {tuple(size)}."
-        )
+        raise ValueError(f"The segmenter's input size must be fixed to resize images to it, got {tuple(size)}.")
     return tuple(int(s) for s in size)
 
 
@@ -103,7 +101,9 @@ def evaluate_segmentation(segmenter, image_dir, mask_dir, num_classes, batch_siz
     confusion = np.zeros((num_classes, num_classes), dtype="int64")
     for start in range(0, len(image_paths), batch_size):
         batch_images, batch_masks, sizes = [], [], []
-        for image_path, mask_path in zip(image_paths[start : start + batch_size], mask_paths[start : start + batch_size]):
+        for image_path, mask_path in zip(
+            image_paths[start : start + batch_size], mask_paths[start : start + batch_size]
+        ):
             mask = read_mask(mask_path, num_classes)
             image = read_image(image_path)
             if image.shape[:2] != mask.shape:

@@ -22,11 +22,10 @@ from keras_hub.models import ObjectDetector
 from keras_hub.src.layers.modeling.box_matcher import BoxMatcher
 from keras_hub.src.utils.preset_utils import get_preset_loader
 
-from heads._validation import check_image_size, check_positive_int
-
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve; nothing else of the package is used.
 import mnet_backbones  # noqa: F401,E402
+from heads._validation import check_image_size, check_positive_int
 
 bounding_boxes = keras.utils.bounding_boxes
 
@@ -430,13 +429,16 @@ class SSDLiteObjectDetector(ObjectDetector):
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
         self.feature_extractor = keras.Model(
-            backbone.inputs, {level: backbone.pyramid_outputs[level] for level in ("P4", "P5")},
+            backbone.inputs,
+            {level: backbone.pyramid_outputs[level] for level in ("P4", "P5")},
             name="pyramid",
         )
         num_extra = len(levels) - 2
         self.extra_blocks = [
             SSDLiteExtraBlock(
-                extra_filters[min(i, len(extra_filters) - 1)], bn_momentum=bn_momentum, dtype=head_dtype,
+                extra_filters[min(i, len(extra_filters) - 1)],
+                bn_momentum=bn_momentum,
+                dtype=head_dtype,
                 name=f"extra_P{level}",
             )
             for i, level in enumerate(levels[2:])
@@ -444,12 +446,17 @@ class SSDLiteObjectDetector(ObjectDetector):
         anchors_per_position = self.anchor_generator.num_base_anchors
         prior_bias = -math.log((1.0 - classification_prior) / classification_prior)
         self.box_predictors = [
-            SSDLitePredictor(anchors_per_position, 4, bn_momentum=bn_momentum, dtype=head_dtype, name=f"box_P{level}") for level in levels
+            SSDLitePredictor(anchors_per_position, 4, bn_momentum=bn_momentum, dtype=head_dtype, name=f"box_P{level}")
+            for level in levels
         ]
         self.class_predictors = [
             SSDLitePredictor(
-                anchors_per_position, num_classes, bias_value=prior_bias, bn_momentum=bn_momentum,
-                dtype=head_dtype, name=f"class_P{level}",
+                anchors_per_position,
+                num_classes,
+                bias_value=prior_bias,
+                bn_momentum=bn_momentum,
+                dtype=head_dtype,
+                name=f"class_P{level}",
             )  # fmt: skip
             for level in levels
         ]
@@ -688,8 +695,7 @@ def clean_detection_targets(targets, num_classes, image_size, bounding_box_forma
     bad = labels[(labels >= num_classes) | (labels < -1)]
     if bad.size:
         raise ValueError(
-            f"labels must be in [0, {num_classes}) or -1 for padding; got {int(bad[0])} "
-            f"(num_classes={num_classes})."
+            f"labels must be in [0, {num_classes}) or -1 for padding; got {int(bad[0])} (num_classes={num_classes})."
         )
     padding = labels < 0
     xyxy = np.array(

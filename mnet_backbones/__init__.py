@@ -14,7 +14,6 @@ from mnet_backbones.classifier import (
 )
 from mnet_backbones.macs import count_macs
 from mnet_backbones.presets import PRESETS, register_presets
-from mnet_backbones.weights import PretrainedWeightsUnavailableError
 from mnet_backbones.seed import (
     MobileNetV1,
     MobileNetV2,
@@ -25,6 +24,7 @@ from mnet_backbones.seed import (
     create_mobilenetv3,
     create_mobilenetv4,
 )
+from mnet_backbones.weights import PretrainedWeightsUnavailableError
 
 Backbone = MobileNetBackbone
 

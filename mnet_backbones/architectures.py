@@ -12,7 +12,6 @@ stage boundaries, so that `stages[i][j]` is timm's `blocks.i.j`.
 """
 
 import dataclasses
-from typing import Optional, Tuple, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +21,7 @@ class Conv:
     filters: int
     kernel: int = 1
     strides: int = 1
-    activation: Optional[str] = None  # None: the architecture's activation
+    activation: str | None = None  # None: the architecture's activation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +44,7 @@ class UIB:
     end: int = 0
     strides: int = 1
     se: float = 0.0
-    activation: Optional[str] = None
+    activation: str | None = None
     project_activation: bool = False
     residual: bool = True
 
@@ -58,7 +57,7 @@ class FusedIB:
     expand: float = 4.0
     kernel: int = 3
     strides: int = 1
-    activation: Optional[str] = None
+    activation: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +72,7 @@ class MQA:
     strides = 1  # not a field: attention blocks never change the resolution
 
 
-Block = Union[Conv, UIB, FusedIB, MQA]
+Block = Conv | UIB | FusedIB | MQA
 
 
 def repeat(count, block):
@@ -108,13 +107,13 @@ class Architecture:
     name: str
     generation: int
     stem: int
-    stages: Tuple[Tuple[Block, ...], ...]
+    stages: tuple[tuple[Block, ...], ...]
     activation: str
-    final_conv: Optional[int] = None
-    head_filters: Optional[int] = None
+    final_conv: int | None = None
+    head_filters: int | None = None
     head_bias: bool = True
     head_norm: bool = False
-    layer_scale: Optional[float] = None
+    layer_scale: float | None = None
     channel_rounding: str = "divisible8"
     fix_stem_below: float = 0.0
     se_activation: str = "relu"
@@ -241,6 +240,7 @@ MOBILENETV3_SMALL_MINIMAL = dataclasses.replace(
         (Conv(576),),
     ),
 )
+
 
 # --------------------------------------------------------------------------
 # MobileNetV4 (Qin et al. 2024): universal inverted bottlenecks, Mobile MQA.
@@ -452,8 +452,5 @@ def get_architecture(name):
     if isinstance(name, Architecture):
         return name
     if name not in ARCHITECTURES:
-        raise ValueError(
-            f"Unknown architecture {name!r}. Valid names: {sorted(ARCHITECTURES)}."
-        )
+        raise ValueError(f"Unknown architecture {name!r}. Valid names: {sorted(ARCHITECTURES)}.")
     return ARCHITECTURES[name]
-

@@ -28,9 +28,7 @@ def validate_image_shape(image_shape):
         )
     height, width, channels = image_shape
     if not isinstance(channels, int) or channels < 1:
-        raise ValueError(
-            f"The channel count of image_shape must be a positive int. Received: {image_shape!r}."
-        )
+        raise ValueError(f"The channel count of image_shape must be a positive int. Received: {image_shape!r}.")
     for size in (height, width):
         if size is not None and (not isinstance(size, int) or size < 32):
             raise ValueError(

@@ -164,9 +164,7 @@ def litert_gemm_runner(work_dir):
 def classifier_for(preset):
     """Our 1000-class classifier of `preset`, fixed at its reference resolution."""
     resolution = PRESETS[preset].resolution
-    backbone = MobileNetBackbone.from_preset(
-        preset, load_weights=False, image_shape=(resolution, resolution, 3)
-    )
+    backbone = MobileNetBackbone.from_preset(preset, load_weights=False, image_shape=(resolution, resolution, 3))
     return MobileNetImageClassifier(backbone, num_classes=IMAGENET_CLASSES)
 
 
@@ -230,9 +228,7 @@ except OSError:
 
 def _max_rss_kib(path):
     program = PEAK_MEMORY_PROGRAM.format(threads=LITERT_THREADS)
-    output = subprocess.run(
-        [sys.executable, "-c", program, path], check=True, capture_output=True, text=True
-    ).stdout
+    output = subprocess.run([sys.executable, "-c", program, path], check=True, capture_output=True, text=True).stdout
     return int(output.split()[-1])
 
 
@@ -447,9 +443,18 @@ def results_table(rows, machine):
     from mnet_backbones.cli import markdown_table
 
     header = [
-        "model", "params (M)", "MACs (M)", "TF graph b1 ms", "TF graph b32 ms",
-        "LiteRT fp32 ms", "LiteRT int8 ms", "int8 speed-up", "int8 partitions", "MAC bound ms",
-        "fp32 / bound", "LiteRT peak MiB",
+        "model",
+        "params (M)",
+        "MACs (M)",
+        "TF graph b1 ms",
+        "TF graph b32 ms",
+        "LiteRT fp32 ms",
+        "LiteRT int8 ms",
+        "int8 speed-up",
+        "int8 partitions",
+        "MAC bound ms",
+        "fp32 / bound",
+        "LiteRT peak MiB",
     ]
     body = []
     for row in rows:

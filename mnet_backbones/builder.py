@@ -144,9 +144,9 @@ def build_features(
                 dilation *= strides
                 strides = 1
             real_stride *= strides
-            x = make_block(
-                block, arch, width_multiplier, common, name, strides=strides, dilation_rate=block_dilation
-            )(x)
+            x = make_block(block, arch, width_multiplier, common, name, strides=strides, dilation_rate=block_dilation)(
+                x
+            )
             stride *= block.strides
             taps[stride] = x
     pyramid = {pyramid_level(s): taps[s] for s in PYRAMID_STRIDES}

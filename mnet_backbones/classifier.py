@@ -78,8 +78,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
     ):
         if not isinstance(backbone, MobileNetBackbone):
             raise TypeError(
-                "backbone must be a mnet_backbones.MobileNetBackbone. "
-                f"Received: {type(backbone).__name__}."
+                f"backbone must be a mnet_backbones.MobileNetBackbone. Received: {type(backbone).__name__}."
             )
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int. Received: {num_classes!r}.")
@@ -104,9 +103,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
                     name="head_norm",
                 )
         self.output_dropout = keras.layers.Dropout(dropout, dtype=head_dtype, name="output_dropout")
-        self.output_dense = keras.layers.Dense(
-            num_classes, activation=activation, dtype=head_dtype, name="predictions"
-        )
+        self.output_dense = keras.layers.Dense(num_classes, activation=activation, dtype=head_dtype, name="predictions")
 
         # === Functional model ===
         inputs = self.backbone.input
@@ -115,9 +112,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             x = self.head_dense(x)
             if self.head_norm is not None:
                 x = self.head_norm(x)
-            x = keras.layers.Activation(
-                HEAD_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation"
-            )(x)
+            x = keras.layers.Activation(HEAD_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation")(x)
         outputs = self.output_dense(self.output_dropout(x))
         Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
 

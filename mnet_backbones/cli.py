@@ -57,9 +57,7 @@ def build_classifier(preset, image_shape=(None, None, 3), num_classes=IMAGENET_C
     A bad preset name or image shape becomes a `CommandError`.
     """
     try:
-        backbone = MobileNetBackbone.from_preset(
-            preset, load_weights=False, image_shape=image_shape
-        )
+        backbone = MobileNetBackbone.from_preset(preset, load_weights=False, image_shape=image_shape)
     except ValueError as error:
         raise CommandError(str(error)) from None
     return MobileNetImageClassifier(backbone, num_classes=num_classes)
@@ -83,10 +81,7 @@ def markdown_table(header, rows, right_aligned=()):
         )
         return "| " + " | ".join(padded) + " |"
 
-    rule = [
-        "-" * (width - 1) + ":" if i in right_aligned else "-" * width
-        for i, width in enumerate(widths)
-    ]
+    rule = ["-" * (width - 1) + ":" if i in right_aligned else "-" * width for i, width in enumerate(widths)]
     return "\n".join([line(header), line(rule), *(line(row) for row in rows)])
 
 
@@ -126,8 +121,7 @@ def run_list(args):
     right_aligned = {1, 2, 3}
     if args.params:
         print(
-            f"Building {len(rows)} classifiers to count their parameters "
-            "(--no-params skips this)...",
+            f"Building {len(rows)} classifiers to count their parameters (--no-params skips this)...",
             file=sys.stderr,
         )
         header += [f"params ({IMAGENET_CLASSES} classes)", *PYRAMID_LEVELS, "MACs (M)"]
@@ -166,8 +160,7 @@ def add_summary(subcommands):
         type=positive_int,
         default=IMAGENET_CLASSES,
         metavar="N",
-        help="classes of the classifier whose parameters are counted "
-        f"(default: {IMAGENET_CLASSES})",
+        help=f"classes of the classifier whose parameters are counted (default: {IMAGENET_CLASSES})",
     )
     parser.set_defaults(run=run_summary)
 
@@ -195,21 +188,14 @@ def run_summary(args):
     )
     print()
     outputs = [
-        (level, stride, backbone.pyramid_outputs[level])
-        for level, stride in zip(PYRAMID_LEVELS, PYRAMID_STRIDES)
+        (level, stride, backbone.pyramid_outputs[level]) for level, stride in zip(PYRAMID_LEVELS, PYRAMID_STRIDES)
     ]
     outputs.append(("output", PYRAMID_STRIDES[-1], backbone.output))
     rows = [[name, str(stride), str(tuple(tensor.shape[1:]))] for name, stride, tensor in outputs]
     print(markdown_table(["level", "stride", "shape (H, W, C)"], rows, right_aligned={1}))
     print()
-    print(
-        f"backbone parameters:   {backbone.count_params():,} "
-        f"({trainable_parameters(backbone):,} trainable)"
-    )
-    print(
-        f"classifier parameters: {trainable_parameters(classifier):,} trainable "
-        f"({args.num_classes} classes)"
-    )
+    print(f"backbone parameters:   {backbone.count_params():,} ({trainable_parameters(backbone):,} trainable)")
+    print(f"classifier parameters: {trainable_parameters(classifier):,} trainable ({args.num_classes} classes)")
     print(f"classifier MACs:       {macs_millions(classifier, (height, width, 3))} M")
     return 0
 
@@ -267,8 +253,10 @@ def run_convert(args):
             weights.save_converted(classifier, args.out_dir)
     except (ValueError, ConnectionError, FileNotFoundError) as error:
         raise CommandError(str(error)) from None
-    print(f"wrote {args.out_dir} ({time.perf_counter() - start:.1f}s): load it with "
-          f"MobileNetImageClassifier.from_preset({args.out_dir!r}) or Backbone.from_preset(...)")
+    print(
+        f"wrote {args.out_dir} ({time.perf_counter() - start:.1f}s): load it with "
+        f"MobileNetImageClassifier.from_preset({args.out_dir!r}) or Backbone.from_preset(...)"
+    )
     return 0
 
 
@@ -318,20 +306,32 @@ def add_bench(subcommands):
         f"tensorflow. Default presets: {' '.join(DEFAULT_PRESETS)}.",
     )
     parser.add_argument("presets", nargs="*", metavar="PRESET", help="built-in preset names")
-    parser.add_argument("--repeats", type=positive_int, default=100, help="timed runs per figure (default 100; a tenth of that at batch 32)")
     parser.add_argument(
-        "--batch-sizes", type=positive_int, nargs="+", default=[1, 32], choices=[1, 32],
-        metavar="B", help="TF graph batch sizes, 1 and/or 32 (default: both)",
+        "--repeats",
+        type=positive_int,
+        default=100,
+        help="timed runs per figure (default 100; a tenth of that at batch 32)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=positive_int,
+        nargs="+",
+        default=[1, 32],
+        choices=[1, 32],
+        metavar="B",
+        help="TF graph batch sizes, 1 and/or 32 (default: both)",
     )
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip keras.applications")
     parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 LiteRT export")
     parser.add_argument("--plot", metavar="PNG", help="write the Pareto plot (latency against MACs) here")
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="a smoke run: 3 repeats, batch 1 only (figures too noisy to quote)",
     )
     parser.add_argument(
-        "--blocks", action="store_true",
+        "--blocks",
+        action="store_true",
         help="instead: where each preset's LiteRT float32 time goes, block by block, against its MACs",
     )
     parser.set_defaults(run=run_bench)
@@ -357,7 +357,11 @@ def run_bench(args):
         return 0
     try:
         rows, machine = bench.run_benchmark(
-            presets, repeats, batch_sizes, peers=args.peers, int8=args.int8,
+            presets,
+            repeats,
+            batch_sizes,
+            peers=args.peers,
+            int8=args.int8,
             progress=lambda name: print(f"measuring {name}", file=sys.stderr),
         )
     except ValueError as error:
@@ -385,30 +389,43 @@ def add_export(subcommands):
     parser.add_argument("out", metavar="OUT", help="the file to write (.tflite or .onnx)")
     parser.add_argument("--format", choices=export.FORMATS, default="litert", help="default: litert")
     parser.add_argument(
-        "--task", choices=export.TASKS, default="classifier",
+        "--task",
+        choices=export.TASKS,
+        default="classifier",
         help="for a preset name: the 1000-class classifier (default) or the bare backbone",
     )
     parser.add_argument(
-        "--no-weights", dest="load_weights", action="store_false",
+        "--no-weights",
+        dest="load_weights",
+        action="store_false",
         help="for a preset name: random weights instead of the pretrained ones",
     )
     parser.add_argument(
-        "--image-size", type=positive_int, nargs="+", metavar=("H", "W"),
+        "--image-size",
+        type=positive_int,
+        nargs="+",
+        metavar=("H", "W"),
         help="input size of the file (default: the model's own, else the preset's resolution)",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, metavar="B",
+        "--batch-size",
+        type=positive_int,
+        metavar="B",
         help="fix the batch axis (default: free). 1 is what a phone runs, and lets XNNPACK take "
         "dilated convolutions (DeepLab) whole",
     )
     parser.add_argument("--int8", action="store_true", help="full-integer int8 quantisation (LiteRT)")
     parser.add_argument(
-        "--calibration-data", metavar="DIR",
+        "--calibration-data",
+        metavar="DIR",
         help="folder of images (jpg/png) representative of the inputs, for --int8 and the check",
     )
     parser.add_argument(
-        "--num-calibration", type=positive_int, default=export.DEFAULT_CALIBRATION_IMAGES,
-        metavar="N", help=f"images to use from DIR (default {export.DEFAULT_CALIBRATION_IMAGES})",
+        "--num-calibration",
+        type=positive_int,
+        default=export.DEFAULT_CALIBRATION_IMAGES,
+        metavar="N",
+        help=f"images to use from DIR (default {export.DEFAULT_CALIBRATION_IMAGES})",
     )
     parser.set_defaults(run=run_export)
 
@@ -427,9 +444,7 @@ def run_export(args):
     if args.int8 and args.format != "litert":
         raise CommandError("--int8 is available with --format litert only")
     if args.int8 and not args.calibration_data:
-        raise CommandError(
-            "--int8 needs --calibration-data DIR: a folder of images like the ones the model will see"
-        )
+        raise CommandError("--int8 needs --calibration-data DIR: a folder of images like the ones the model will see")
     expected_suffix = export.SUFFIXES[args.format]
     if not args.out.endswith(expected_suffix):
         raise CommandError(f"OUT must end with {expected_suffix} for --format {args.format}, got {args.out!r}")
@@ -445,8 +460,13 @@ def run_export(args):
             pixels = export.random_images(image_size, count=4)
         inputs = normalize(pixels)
         export.export_model(
-            model, args.out, args.format, image_size, int8=args.int8,
-            calibration_images=inputs if args.int8 else None, batch_size=args.batch_size,
+            model,
+            args.out,
+            args.format,
+            image_size,
+            int8=args.int8,
+            calibration_images=inputs if args.int8 else None,
+            batch_size=args.batch_size,
         )
     except (ValueError, FileNotFoundError) as error:
         raise CommandError(str(error)) from None
@@ -463,9 +483,7 @@ COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench, add_export)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="MobileNet V1-V4 backbones for keras-hub."
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="MobileNet V1-V4 backbones for keras-hub.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:

@@ -50,7 +50,7 @@ def _require_tensorflow(what):
 
 
 def _kind(model):
-    """"detector", "segmenter", "classifier" or "backbone": what the outputs mean."""
+    """ "detector", "segmenter", "classifier" or "backbone": what the outputs mean."""
     import keras_hub
 
     if isinstance(model, keras_hub.models.ObjectDetector):
@@ -236,8 +236,7 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
         calibration_images = np.asarray(calibration_images, "float32")
         if calibration_images.ndim != 4 or calibration_images.shape[1:] != (height, width, 3):
             raise ValueError(
-                f"calibration_images must have shape (N, {height}, {width}, 3), "
-                f"got {calibration_images.shape}."
+                f"calibration_images must have shape (N, {height}, {width}, 3), got {calibration_images.shape}."
             )
         options = _litert_int8_options(calibration_images)
     if _kind(model) == "detector" and (height, width) != tuple(model.image_size):

@@ -76,10 +76,7 @@ ACTIVATIONS = {
 
 def get_activation(name):
     if name not in ACTIVATIONS:
-        raise ValueError(
-            f"Unknown activation {name!r}. Valid names: "
-            f"{sorted(k for k in ACTIVATIONS if k)}."
-        )
+        raise ValueError(f"Unknown activation {name!r}. Valid names: {sorted(k for k in ACTIVATIONS if k)}.")
     return ACTIVATIONS[name]
 
 
@@ -126,9 +123,7 @@ def _check_dilation(dilation_rate, strides):
         raise ValueError(f"dilation_rate must be a positive int, got {dilation_rate!r}.")
     if dilation_rate > 1 and strides > 1:
         # Keras convolutions refuse strides and dilation together.
-        raise ValueError(
-            f"dilation_rate > 1 needs strides=1, got dilation_rate={dilation_rate}, strides={strides}."
-        )
+        raise ValueError(f"dilation_rate > 1 needs strides=1, got dilation_rate={dilation_rate}, strides={strides}.")
     return dilation_rate
 
 
@@ -299,9 +294,7 @@ class SqueezeExcite(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.reduce = keras.layers.Conv2D(
-            self.reduced_filters, 1, dtype=self.dtype_policy, name="reduce"
-        )
+        self.reduce = keras.layers.Conv2D(self.reduced_filters, 1, dtype=self.dtype_policy, name="reduce")
         self.expand = keras.layers.Conv2D(channels, 1, dtype=self.dtype_policy, name="expand")
         self.reduce.build((None, 1, 1, channels))
         self.expand.build((None, 1, 1, self.reduced_filters))
@@ -337,9 +330,7 @@ class _ResidualBlock(_MobileLayer):
         self.layer_scale = layer_scale
 
     def _build_residual(self, input_shape):
-        self._use_residual = (
-            self.residual and self.strides == 1 and input_shape[-1] == self.filters
-        )
+        self._use_residual = self.residual and self.strides == 1 and input_shape[-1] == self.filters
         if self.layer_scale is not None:
             # timm scales every branch, residual or not, and starts all at
             # `layer_scale` (1e-5). Without a residual the small start does not
@@ -454,9 +445,7 @@ class InvertedBottleneck(_ResidualBlock):
         else:
             mid_channels = in_channels
         stride_start = self.strides if self.start_kernel and not self.mid_kernel else 1
-        stride_end = (
-            self.strides if self.end_kernel and not (self.start_kernel or self.mid_kernel) else 1
-        )
+        stride_end = self.strides if self.end_kernel and not (self.start_kernel or self.mid_kernel) else 1
         dw = dict(depthwise=True, dilation_rate=self.dilation_rate)
         self.dw_start = (
             self._conv(in_channels, self.start_kernel, stride_start, name="dw_start", **dw)
@@ -464,9 +453,7 @@ class InvertedBottleneck(_ResidualBlock):
             else None
         )
         self.expand = (
-            self._conv(mid_channels, 1, activation=self.activation, name="expand")
-            if self.expand_ratio
-            else None
+            self._conv(mid_channels, 1, activation=self.activation, name="expand") if self.expand_ratio else None
         )
         self.dw_mid = (
             self._conv(
@@ -496,9 +483,7 @@ class InvertedBottleneck(_ResidualBlock):
             name="project",
         )
         self.dw_end = (
-            self._conv(self.filters, self.end_kernel, stride_end, name="dw_end", **dw)
-            if self.end_kernel
-            else None
+            self._conv(self.filters, self.end_kernel, stride_end, name="dw_end", **dw) if self.end_kernel else None
         )
         _build_chain(
             [self.dw_start, self.expand, self.dw_mid, self.se, self.project, self.dw_end],
@@ -652,9 +637,7 @@ class MobileMultiQueryAttention(_ResidualBlock):
         def downsample(name):
             if self.kv_strides == 1:
                 return None
-            layer = self._conv(
-                channels, self.kernel_size, self.kv_strides, depthwise=True, name=name
-            )
+            layer = self._conv(channels, self.kernel_size, self.kv_strides, depthwise=True, name=name)
             layer.build(input_shape)
             return layer
 
@@ -663,9 +646,7 @@ class MobileMultiQueryAttention(_ResidualBlock):
         self.key = projection(self.key_dim, "key")
         self.value_down = downsample("value_down")
         self.value = projection(self.key_dim, "value")
-        self.output_proj = keras.layers.Conv2D(
-            self.filters, 1, use_bias=False, dtype=self.dtype_policy, name="output"
-        )
+        self.output_proj = keras.layers.Conv2D(self.filters, 1, use_bias=False, dtype=self.dtype_policy, name="output")
         self.output_proj.build((None, None, None, self.num_heads * self.key_dim))
         self._build_residual(input_shape)
 

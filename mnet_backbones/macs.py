@@ -103,9 +103,7 @@ def count_macs(model, image_shape=None, batch_size=1):
         image_shape = tuple(model.input_shape[1:])
     image_shape = tuple(image_shape)
     if len(image_shape) != 3 or not all(isinstance(size, int) and size > 0 for size in image_shape):
-        raise ValueError(
-            f"`image_shape` must be (height, width, channels) of positive ints, got {image_shape!r}."
-        )
+        raise ValueError(f"`image_shape` must be (height, width, channels) of positive ints, got {image_shape!r}.")
     spec = tf.TensorSpec((batch_size, *image_shape), model.inputs[0].dtype if model.inputs else "float32")
     graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec).graph
     return sum(op_macs(op) for op in graph.get_operations())

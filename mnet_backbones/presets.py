@@ -9,7 +9,7 @@ models pad symmetrically with epsilon 1e-5, keras.applications (and timm's
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,12 +21,12 @@ class Preset:
     padding: str
     bn_epsilon: float
     description: str
-    weights: Tuple[str, ...] = ()  # timm hub tags, best ImageNet top-1 at `resolution` first
+    weights: tuple[str, ...] = ()  # timm hub tags, best ImageNet top-1 at `resolution` first
     # keras.applications constructor and arguments, where only it has weights
-    keras_application: Optional[Tuple[str, Dict[str, Any]]] = None
+    keras_application: tuple[str, dict[str, Any]] | None = None
     # Input normalisation of the reference weights, on [0, 1] pixels.
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
 
     @property
@@ -59,19 +59,97 @@ def _preset(name, architecture, width, resolution, convention, description, weig
 
 
 _PRESET_LIST = [
-    _preset("mobilenetv1_025", "mobilenetv1", 0.25, 224, TF, "MobileNetV1, width 0.25 (keras.applications).", keras=("MobileNet", {"alpha": 0.25})),
-    _preset("mobilenetv1_050", "mobilenetv1", 0.5, 224, TF, "MobileNetV1, width 0.5 (keras.applications).", keras=("MobileNet", {"alpha": 0.5})),
-    _preset("mobilenetv1_075", "mobilenetv1", 0.75, 224, TF, "MobileNetV1, width 0.75 (keras.applications).", keras=("MobileNet", {"alpha": 0.75})),
-    _preset("mobilenetv1_100", "mobilenetv1", 1.0, 224, {**TIMM, **INCEPTION_NORM, "interpolation": "bilinear"}, "MobileNetV1, width 1.0 (timm).", ("ra4_e3600_r224_in1k",)),
-    _preset("mobilenetv2_035", "mobilenetv2", 0.35, 224, TF, "MobileNetV2, width 0.35 (keras.applications).", keras=("MobileNetV2", {"alpha": 0.35})),
+    _preset(
+        "mobilenetv1_025",
+        "mobilenetv1",
+        0.25,
+        224,
+        TF,
+        "MobileNetV1, width 0.25 (keras.applications).",
+        keras=("MobileNet", {"alpha": 0.25}),
+    ),
+    _preset(
+        "mobilenetv1_050",
+        "mobilenetv1",
+        0.5,
+        224,
+        TF,
+        "MobileNetV1, width 0.5 (keras.applications).",
+        keras=("MobileNet", {"alpha": 0.5}),
+    ),
+    _preset(
+        "mobilenetv1_075",
+        "mobilenetv1",
+        0.75,
+        224,
+        TF,
+        "MobileNetV1, width 0.75 (keras.applications).",
+        keras=("MobileNet", {"alpha": 0.75}),
+    ),
+    _preset(
+        "mobilenetv1_100",
+        "mobilenetv1",
+        1.0,
+        224,
+        {**TIMM, **INCEPTION_NORM, "interpolation": "bilinear"},
+        "MobileNetV1, width 1.0 (timm).",
+        ("ra4_e3600_r224_in1k",),
+    ),
+    _preset(
+        "mobilenetv2_035",
+        "mobilenetv2",
+        0.35,
+        224,
+        TF,
+        "MobileNetV2, width 0.35 (keras.applications).",
+        keras=("MobileNetV2", {"alpha": 0.35}),
+    ),
     _preset("mobilenetv2_050", "mobilenetv2", 0.5, 224, TIMM, "MobileNetV2, width 0.5 (timm).", ("lamb_in1k",)),
-    _preset("mobilenetv2_075", "mobilenetv2", 0.75, 224, TF, "MobileNetV2, width 0.75 (keras.applications).", keras=("MobileNetV2", {"alpha": 0.75})),
-    _preset("mobilenetv2_100", "mobilenetv2", 1.0, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.0 (timm).", ("ra_in1k",)),
-    _preset("mobilenetv2_140", "mobilenetv2", 1.4, 224, {**TIMM, "interpolation": "bilinear"}, "MobileNetV2, width 1.4 (timm).", ("ra_in1k",)),
-    _preset("mobilenetv3_small_050", "mobilenetv3_small", 0.5, 224, TIMM, "MobileNetV3-Small, width 0.5.", ("lamb_in1k",)),
-    _preset("mobilenetv3_small_075", "mobilenetv3_small", 0.75, 224, TIMM, "MobileNetV3-Small, width 0.75.", ("lamb_in1k",)),
-    _preset("mobilenetv3_small_100", "mobilenetv3_small", 1.0, 224, TIMM, "MobileNetV3-Small, width 1.0.", ("lamb_in1k",)),
-    _preset("mobilenetv3_large_075", "mobilenetv3_large", 0.75, 224, TF, "MobileNetV3-Large, width 0.75 (keras.applications).", keras=("MobileNetV3Large", {"alpha": 0.75})),
+    _preset(
+        "mobilenetv2_075",
+        "mobilenetv2",
+        0.75,
+        224,
+        TF,
+        "MobileNetV2, width 0.75 (keras.applications).",
+        keras=("MobileNetV2", {"alpha": 0.75}),
+    ),
+    _preset(
+        "mobilenetv2_100",
+        "mobilenetv2",
+        1.0,
+        224,
+        {**TIMM, "interpolation": "bilinear"},
+        "MobileNetV2, width 1.0 (timm).",
+        ("ra_in1k",),
+    ),
+    _preset(
+        "mobilenetv2_140",
+        "mobilenetv2",
+        1.4,
+        224,
+        {**TIMM, "interpolation": "bilinear"},
+        "MobileNetV2, width 1.4 (timm).",
+        ("ra_in1k",),
+    ),
+    _preset(
+        "mobilenetv3_small_050", "mobilenetv3_small", 0.5, 224, TIMM, "MobileNetV3-Small, width 0.5.", ("lamb_in1k",)
+    ),
+    _preset(
+        "mobilenetv3_small_075", "mobilenetv3_small", 0.75, 224, TIMM, "MobileNetV3-Small, width 0.75.", ("lamb_in1k",)
+    ),
+    _preset(
+        "mobilenetv3_small_100", "mobilenetv3_small", 1.0, 224, TIMM, "MobileNetV3-Small, width 1.0.", ("lamb_in1k",)
+    ),
+    _preset(
+        "mobilenetv3_large_075",
+        "mobilenetv3_large",
+        0.75,
+        224,
+        TF,
+        "MobileNetV3-Large, width 0.75 (keras.applications).",
+        keras=("MobileNetV3Large", {"alpha": 0.75}),
+    ),
     _preset(
         "mobilenetv3_large_100",
         "mobilenetv3_large",

@@ -62,10 +62,7 @@ class _SeedGeneration:
         Inputs go to the network as given; normalise them as you train.
         """
         if not isinstance(variant, str) or variant not in cls.MODEL_VARIANTS:
-            raise ValueError(
-                f"Unknown {cls.__name__} variant {variant!r}. "
-                f"Valid variants: {list(cls.MODEL_VARIANTS)}."
-            )
+            raise ValueError(f"Unknown {cls.__name__} variant {variant!r}. Valid variants: {list(cls.MODEL_VARIANTS)}.")
         preset = PRESETS[cls.MODEL_VARIANTS[variant]["preset"]]
         config = preset.backbone_config
         if width_multiplier is not None:

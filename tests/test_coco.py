@@ -46,7 +46,7 @@ def test_load_coco_resizes_pads_and_maps_categories(shapes, tmp_path):
         # Original image is 40 wide, 48 high: x scales by 2, y by 1/2.
         np.testing.assert_allclose(boxes[i], [2 * x, y / 2, 2 * (x + w), (y + h) / 2], rtol=1e-5)
         assert labels[i] == 3 - annotation["category_id"]
-    assert np.all(labels[len(first):] == -1) and np.all(boxes[len(first):] == -1)
+    assert np.all(labels[len(first) :] == -1) and np.all(boxes[len(first) :] == -1)
 
 
 def test_load_coco_other_box_format_and_augmentation_keep_boxes_inside(shapes):

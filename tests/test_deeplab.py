@@ -106,8 +106,11 @@ def test_round_trips_keras_file_and_preset(tmp_path):
     loaded = heads.DeepLabV3PlusSegmenter.from_preset(str(tmp_path / "preset"))
     assert loaded.backbone.output_stride == 16 and loaded.num_classes == 3
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
-    for layer in (ConvBNReLU(8, 3, separable=True, dilation_rate=2), AtrousSpatialPyramidPooling(8, (1, 2)),
-                  BilinearResize((5, 7))):
+    for layer in (
+        ConvBNReLU(8, 3, separable=True, dilation_rate=2),
+        AtrousSpatialPyramidPooling(8, (1, 2)),
+        BilinearResize((5, 7)),
+    ):
         assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
 
 

@@ -27,7 +27,9 @@ LABELS = np.array([[0, 1], [2, -1]], "int32")
 def toy_images():
     """Flat grey images with the boxes painted in a colour per class."""
     rng = np.random.default_rng(0)
-    images = np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 120.0, "float32") + rng.normal(0, 5, (2, IMAGE_SIZE, IMAGE_SIZE, 3))
+    images = np.full((2, IMAGE_SIZE, IMAGE_SIZE, 3), 120.0, "float32") + rng.normal(
+        0, 5, (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+    )
     colours = {0: (250, 30, 30), 1: (30, 250, 30), 2: (30, 30, 250)}
     for i in range(2):
         for box, label in zip(BOXES[i], LABELS[i]):

@@ -110,7 +110,12 @@ def test_int8_needs_calibration_data_and_litert(tmp_path, capsys):
     assert cli.main(["export", "mobilenetv1_025", out, "--no-weights", "--int8"]) == 2
     assert "--calibration-data" in capsys.readouterr().err
     onnx = str(tmp_path / "m.onnx")
-    assert cli.main(["export", "mobilenetv1_025", onnx, "--no-weights", "--format", "onnx", "--int8", "--calibration-data", "x"]) == 2
+    assert (
+        cli.main(
+            ["export", "mobilenetv1_025", onnx, "--no-weights", "--format", "onnx", "--int8", "--calibration-data", "x"]
+        )
+        == 2
+    )
     assert "litert only" in capsys.readouterr().err
     assert cli.main(["export", "mobilenetv1_025", out, "--format", "onnx"]) == 2
     assert "must end with .onnx" in capsys.readouterr().err

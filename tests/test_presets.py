@@ -10,7 +10,6 @@ from conftest import ALL_PRESETS, randomize_statistics
 from mnet_backbones import (
     MobileNetBackbone,
     MobileNetImageClassifier,
-    PretrainedWeightsUnavailableError,
 )
 from mnet_backbones.backbone import PRESET_DIR
 from mnet_backbones.presets import preset_files
@@ -34,18 +33,14 @@ def test_shipped_preset_folders_are_generated_from_the_table():
 
 
 def test_classifier_from_preset_offline():
-    classifier = MobileNetImageClassifier.from_preset(
-        "mobilenetv4_conv_small", num_classes=5, load_weights=False
-    )
+    classifier = MobileNetImageClassifier.from_preset("mobilenetv4_conv_small", num_classes=5, load_weights=False)
     assert classifier.num_classes == 5
     # The preset's converter resizes and normalises raw pixels.
     converter = classifier.preprocessor.image_converter
     assert tuple(converter.image_size) == (224, 224)
     out = classifier.predict(np.random.randint(0, 256, (2, 100, 130, 3)).astype("float32"), verbose=0)
     assert out.shape == (2, 5) and np.all(np.isfinite(out))
-    via_base = keras_hub.models.ImageClassifier.from_preset(
-        "mobilenetv3_small_050", num_classes=3, load_weights=False
-    )
+    via_base = keras_hub.models.ImageClassifier.from_preset("mobilenetv3_small_050", num_classes=3, load_weights=False)
     assert isinstance(via_base, MobileNetImageClassifier)
 
 
@@ -71,9 +66,7 @@ def test_backbone_save_to_preset_round_trip(tmp_path):
 
 
 def test_classifier_save_to_preset_round_trip(tmp_path):
-    classifier = MobileNetImageClassifier.from_preset(
-        "mobilenetv3_large_100", num_classes=4, load_weights=False
-    )
+    classifier = MobileNetImageClassifier.from_preset("mobilenetv3_large_100", num_classes=4, load_weights=False)
     randomize_statistics(classifier)
     images = np.random.default_rng(2).integers(0, 256, (2, 150, 120, 3)).astype("float32")
     expected = classifier.predict(images, verbose=0)
@@ -84,7 +77,5 @@ def test_classifier_save_to_preset_round_trip(tmp_path):
 
 
 def test_image_shape_override_from_preset():
-    backbone = MobileNetBackbone.from_preset(
-        "mobilenetv2_100", load_weights=False, image_shape=(96, 128, 3)
-    )
+    backbone = MobileNetBackbone.from_preset("mobilenetv2_100", load_weights=False, image_shape=(96, 128, 3))
     assert tuple(backbone.pyramid_outputs["P5"].shape) == (None, 3, 4, 320)

@@ -81,7 +81,6 @@ def test_every_variant_builds_with_and_without_top(cls, variant, preset, channel
     assert features.shape == (2, 1, 1, channels)
 
 
-
 @pytest.mark.parametrize(
     "create, variant, preset",
     [
@@ -110,9 +109,7 @@ def test_width_multiplier_overrides_the_preset(cls, variant, width_multiplier, p
 
 
 def test_width_multiplier_applies_to_v4():
-    backbone = create_mobilenetv4(
-        variant="conv_small", input_shape=SMALL, include_top=False, width_multiplier=0.5
-    )
+    backbone = create_mobilenetv4(variant="conv_small", input_shape=SMALL, include_top=False, width_multiplier=0.5)
     assert backbone.width_multiplier == 0.5
     assert backbone.output.shape == (None, 1, 1, 480)
 
@@ -168,9 +165,7 @@ def test_defaults_are_imagenet_at_224():
         (create_mobilenetv4, "conv_small", "mobilenetv4_conv_small", 1280, True),
     ],
 )
-def test_seed_readme_workflow(
-    tmp_path, create, variant, preset, head_features, eager_on_tensorflow
-):
+def test_seed_readme_workflow(tmp_path, create, variant, preset, head_features, eager_on_tensorflow):
     model = create(variant=variant, num_classes=10, input_shape=SMALL)
     # The reference ImageNet count less the 990 classes' weights and biases.
     expected_trainable = REFERENCE[preset]["classifier_params"] - 990 * (head_features + 1)
@@ -206,13 +201,9 @@ def test_seed_readme_workflow(
     assert restored.count_params() == model.count_params()
     for saved, loaded in zip(model.weights, restored.weights):
         assert saved.path == loaded.path
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved)
-        )
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved))
     # Identical weights; a compiled and an eager step may still round apart.
-    np.testing.assert_allclose(
-        restored.predict(images, verbose=0), probabilities, rtol=1e-6, atol=1e-7
-    )
+    np.testing.assert_allclose(restored.predict(images, verbose=0), probabilities, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,7 @@ def detector():
 
 def padded_targets():
     # Image 0: two boxes and padding; image 1: no object at all.
-    boxes = np.array(
-        [[[4, 6, 40, 44], [30, 20, 62, 60], [-1, -1, -1, -1]], [[-1, -1, -1, -1]] * 3], "float32"
-    )
+    boxes = np.array([[[4, 6, 40, 44], [30, 20, 62, 60], [-1, -1, -1, -1]], [[-1, -1, -1, -1]] * 3], "float32")
     labels = np.array([[0, 2, -1], [-1, -1, -1]], "int32")
     return {"boxes": boxes, "labels": labels}
 

@@ -74,9 +74,7 @@ def test_checkpoint_sources_cover_every_preset():
 def test_cache_location_follows_keras_home(monkeypatch, tmp_path):
     monkeypatch.delenv(weights.CACHE_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert weights.cached_folder("mobilenetv2_100") == str(
-        tmp_path / "mnet_backbones" / "presets" / "mobilenetv2_100"
-    )
+    assert weights.cached_folder("mobilenetv2_100") == str(tmp_path / "mnet_backbones" / "presets" / "mobilenetv2_100")
 
 
 @requires_parity_fixtures()

@@ -38,7 +38,9 @@ def read_coco(annotation_file, image_dir):
     for image in coco["images"]:
         path = os.path.join(image_dir, image["file_name"])
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"Image {image['file_name']!r} (id {image['id']}) of {annotation_file} not found: {path}")
+            raise FileNotFoundError(
+                f"Image {image['file_name']!r} (id {image['id']}) of {annotation_file} not found: {path}"
+            )
         record = {
             "image_id": image["id"],
             "path": path,
@@ -92,6 +94,7 @@ def _scale_jitter_and_flip(image, boxes, labels, height, width, scale_range, see
     new_height = tf.cast(tf.round(scale * height), tf.int32)
     new_width = tf.cast(tf.round(scale * width), tf.int32)
     image = tf.image.resize(image, (new_height, new_width))
+
     # Per axis: a zoomed-in image is cropped at a random offset, a zoomed-out
     # one pasted at a random place on a black canvas; `shift` moves the boxes.
     def axis_shift(new_side, side, axis_seed):

@@ -44,6 +44,7 @@ def segmentation_pairs(image_dir, mask_dir):
     no_mask = sorted(set(images) - set(masks))
     no_image = sorted(set(masks) - set(images))
     if no_mask or no_image:
+
         def listed(names):
             return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 

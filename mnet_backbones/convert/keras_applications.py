@@ -18,7 +18,6 @@ than `ceil(size / stride)`, ours keeps the pyramid rule.
 import re
 
 import keras
-import numpy as np
 
 from mnet_backbones.convert.mapping import WeightMismatchError, assign_all
 from mnet_backbones.layers import (
@@ -66,9 +65,7 @@ def describe(model):
         alpha = _filters(model, last) / (96 if size == "small" else 160)
         minimal = not any("squeeze_excite" in n for n in names)
         return f"mobilenetv3_{size}{'_minimal' if minimal else ''}", alpha
-    raise ValueError(
-        f"Model {model.name!r} is not a {SUPPORTED} (no MobileNet block layer names found)."
-    )
+    raise ValueError(f"Model {model.name!r} is not a {SUPPORTED} (no MobileNet block layer names found).")
 
 
 def _ours_in_order(model):
@@ -95,8 +92,7 @@ def _ours_in_order(model):
             yield layer
         elif layer.weights:
             raise WeightMismatchError(
-                f"keras.applications has no counterpart for layer {layer.name!r} "
-                f"({type(layer).__name__})."
+                f"keras.applications has no counterpart for layer {layer.name!r} ({type(layer).__name__})."
             )
 
     return list(walk(model))

@@ -43,8 +43,7 @@ def assign_all(pairs, source_name="checkpoint"):
             )
         if not np.all(np.isfinite(array)):
             raise WeightMismatchError(
-                f"{source_name}: tensor {key!r} for {variable.path!r} holds non-finite "
-                "values. Nothing was loaded."
+                f"{source_name}: tensor {key!r} for {variable.path!r} holds non-finite values. Nothing was loaded."
             )
         checked.append((variable, array))
     for variable, array in checked:
