@@ -81,6 +81,10 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         image_shape: `(height, width, channels)`; `None` sizes accept any size.
         output_stride: 32 (the classifier's), 16 or 8: the stride of the
             deepest map.
+        hard_swish_form: how hard-swish is traced, `"fused"` (one LiteRT
+            HARD_SWISH operator, fastest in float32) or `"int8"` (a form
+            XNNPACK's int8 path runs); the same function either way. The
+            exporter builds full-integer files with `"int8"`.
         dtype: dtype policy of the layers.
 
     Example:
@@ -114,6 +118,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         bn_momentum=0.9,
         image_shape=(None, None, 3),
         output_stride=32,
+        hard_swish_form="fused",
         dtype=None,
         **kwargs,
     ):
@@ -133,6 +138,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             bn_epsilon=bn_epsilon,
             bn_momentum=bn_momentum,
             output_stride=output_stride,
+            hard_swish_form=hard_swish_form,
             dtype=dtype,
         )
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
@@ -145,6 +151,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.bn_momentum = bn_momentum
         self.image_shape = image_shape
         self.output_stride = output_stride
+        self.hard_swish_form = hard_swish_form
         self.pyramid_outputs = pyramid
 
     @keras_hub.models.FeaturePyramidBackbone.pyramid_outputs.getter
@@ -178,6 +185,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             bn_momentum=self.bn_momentum,
             image_shape=self.image_shape,
             output_stride=self.output_stride,
+            hard_swish_form=self.hard_swish_form,
         )
         return config
 

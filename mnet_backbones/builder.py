@@ -108,6 +108,7 @@ def build_features(
     bn_epsilon=1e-5,
     bn_momentum=0.9,
     output_stride=32,
+    hard_swish_form="fused",
     dtype=None,
 ):
     """Apply the stem, every stage and (V2) the final conv to `inputs`.
@@ -123,7 +124,9 @@ def build_features(
         strides are `min(nominal, output_stride)`.
     """
     output_stride = check_output_stride(output_stride)
-    common = dict(padding=padding, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, dtype=dtype)
+    common = dict(
+        padding=padding, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, hard_swish_form=hard_swish_form, dtype=dtype
+    )
     x = ConvBNAct(
         stem_filters(arch, width_multiplier),
         3,

@@ -2,14 +2,10 @@
 
 import keras
 import keras_hub
-from keras_hub.src.models.task import Task
+from keras_hub.models import Task
 
 from mnet_backbones.backbone import MobileNetBackbone
-from mnet_backbones.layers import hard_swish
-
-# Keras' own activations where they are identical to ours, so the head
-# serialises by name; hard-swish is ours, for its int8 form (`layers.integer_graph`).
-HEAD_ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "hard_swish": hard_swish, "gelu": "gelu"}
+from mnet_backbones.layers import get_activation
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -112,7 +108,12 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             x = self.head_dense(x)
             if self.head_norm is not None:
                 x = self.head_norm(x)
-            x = keras.layers.Activation(HEAD_ACTIVATIONS[arch.activation], dtype=head_dtype, name="head_activation")(x)
+            # Keras' own relu, relu6 and gelu are the same functions as ours;
+            # hard-swish is ours, in the backbone's form (see `layers.HARD_SWISH_FORMS`).
+            activation = arch.activation
+            if activation == "hard_swish":
+                activation = get_activation(activation, backbone.hard_swish_form)
+            x = keras.layers.Activation(activation, dtype=head_dtype, name="head_activation")(x)
         outputs = self.output_dense(self.output_dropout(x))
         Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
 

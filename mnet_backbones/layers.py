@@ -12,8 +12,6 @@ right. Both give the same shapes; weights are only correct under the
 convention they were trained with.
 """
 
-import contextlib
-
 import keras
 from keras import ops
 
@@ -26,36 +24,31 @@ def hard_sigmoid(x):
     return ops.relu6(x + 3.0) / 6.0
 
 
-_INTEGER_GRAPH = {"active": False}
+# How hard-swish is traced: one function, two forms of the graph.
+# "fused": `x * relu6(x + 3) / 6`, which TensorFlow's LiteRT converter fuses
+# into one HARD_SWISH operator, the fastest in float32. XNNPACK does not run
+# HARD_SWISH in int8, so in a full-integer file every hard-swish would split
+# the graph (MobileNetV3-Small: 20 XNNPACK partitions).
+# "int8": `relu6(x + 3) * (x / 6)`, the same function, which becomes an ADD
+# with a fused RELU6 and two MULs that XNNPACK's int8 path takes: the whole
+# network runs as one partition. The exporter builds int8 files with it.
+HARD_SWISH_FORMS = ("fused", "int8")
 
 
-@contextlib.contextmanager
-def integer_graph():
-    """Trace hard-swish in a form that XNNPACK's int8 path runs, inside this block.
-
-    TensorFlow's LiteRT converter fuses `x * relu6(x + 3) / 6` into one
-    HARD_SWISH operator. XNNPACK runs it in float32 but not in int8, so in a
-    full-integer file every hard-swish splits the graph: MobileNetV3-Small
-    falls into 20 XNNPACK partitions with the builtin kernel between them.
-    Written as `relu6(x + 3) * (x / 6)`, the same function becomes an ADD
-    with a fused RELU6 and two MULs, which XNNPACK's int8 path takes, and the
-    whole network runs as one partition. The float export keeps the fused
-    operator, which is faster in float32. `export.export_model(..., int8=True)`
-    traces inside this block.
-    """
-    previous = _INTEGER_GRAPH["active"]
-    _INTEGER_GRAPH["active"] = True
-    try:
-        yield
-    finally:
-        _INTEGER_GRAPH["active"] = previous
+def check_hard_swish_form(form):
+    if form not in HARD_SWISH_FORMS:
+        raise ValueError(f"Unknown hard_swish_form {form!r}. Valid values: {HARD_SWISH_FORMS}.")
+    return form
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
 def hard_swish(x):
-    if _INTEGER_GRAPH["active"]:
-        return ops.relu6(x + 3.0) * (x * (1.0 / 6.0))
     return x * ops.relu6(x + 3.0) / 6.0
+
+
+def hard_swish_int8(x):
+    """`hard_swish` as XNNPACK's int8 path runs it (see `HARD_SWISH_FORMS`)."""
+    return ops.relu6(x + 3.0) * (x * (1.0 / 6.0))
 
 
 def gelu(x):
@@ -74,9 +67,12 @@ ACTIVATIONS = {
 }
 
 
-def get_activation(name):
+def get_activation(name, hard_swish_form="fused"):
+    """The activation function named `name` (None: no activation)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"Unknown activation {name!r}. Valid names: {sorted(k for k in ACTIVATIONS if k)}.")
+    if name == "hard_swish" and check_hard_swish_form(hard_swish_form) == "int8":
+        return hard_swish_int8
     return ACTIVATIONS[name]
 
 
@@ -134,11 +130,12 @@ def _ceil_div(size, stride):
 class _MobileLayer(keras.layers.Layer):
     """Shared plumbing: BatchNorm settings and sublayer dtype."""
 
-    def __init__(self, padding="symmetric", bn_epsilon=1e-5, bn_momentum=0.9, **kwargs):
+    def __init__(self, padding="symmetric", bn_epsilon=1e-5, bn_momentum=0.9, hard_swish_form="fused", **kwargs):
         super().__init__(**kwargs)
         self.padding = check_padding(padding)
         self.bn_epsilon = bn_epsilon
         self.bn_momentum = bn_momentum
+        self.hard_swish_form = check_hard_swish_form(hard_swish_form)
 
     def _batch_norm(self, name):
         return keras.layers.BatchNormalization(
@@ -156,6 +153,7 @@ class _MobileLayer(keras.layers.Layer):
             padding=self.padding,
             bn_epsilon=self.bn_epsilon,
             bn_momentum=self.bn_momentum,
+            hard_swish_form=self.hard_swish_form,
             dtype=self.dtype_policy,
             name=name,
             **kwargs,
@@ -167,6 +165,7 @@ class _MobileLayer(keras.layers.Layer):
             padding=self.padding,
             bn_epsilon=self.bn_epsilon,
             bn_momentum=self.bn_momentum,
+            hard_swish_form=self.hard_swish_form,
         )
         return config
 
@@ -185,7 +184,19 @@ class ConvBNAct(_MobileLayer):
         use_bn: follow the convolution with BatchNorm.
         use_bias: give the convolution a bias (only without BatchNorm).
         dilation_rate: dilation of the kernel.
+        kernel_initializer: None for He initialisation over the kernel's true
+            fan-in (the backbones), or any Keras initializer (the heads keep
+            Keras' default, "glorot_uniform").
         padding: `"symmetric"` (timm) or `"same"` (TensorFlow).
+        bn_epsilon, bn_momentum: the BatchNorm's settings.
+        hard_swish_form: how a hard-swish activation is traced, `"fused"` or
+            `"int8"` (see `HARD_SWISH_FORMS`); the exporter picks it.
+
+    Example:
+    ```python
+    layer = ConvBNAct(64, kernel_size=3, strides=2, activation="relu6")
+    layer(keras.ops.ones((1, 32, 32, 16))).shape  # (1, 16, 16, 64)
+    ```
     """
 
     def __init__(
@@ -198,6 +209,7 @@ class ConvBNAct(_MobileLayer):
         use_bn=True,
         use_bias=False,
         dilation_rate=1,
+        kernel_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,7 +221,8 @@ class ConvBNAct(_MobileLayer):
         self.use_bn = use_bn
         self.use_bias = use_bias
         self.dilation_rate = dilation_rate
-        self._activation_fn = get_activation(activation)
+        self.kernel_initializer = kernel_initializer
+        self._activation_fn = get_activation(activation, self.hard_swish_form)
         # Stride-1 convolutions with odd kernels pad alike in both conventions.
         self._pad_explicitly = self.padding == "symmetric" and strides > 1
         conv_padding = "valid" if self._pad_explicitly else "same"
@@ -222,10 +235,11 @@ class ConvBNAct(_MobileLayer):
             dtype=self.dtype_policy,
             name="conv",
         )
+        self._initializer = keras.initializers.get(kernel_initializer or he_normal(depthwise=depthwise))
         if depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(depthwise_initializer=he_normal(depthwise=True), **common)
+            self.conv = keras.layers.DepthwiseConv2D(depthwise_initializer=self._initializer, **common)
         else:
-            self.conv = keras.layers.Conv2D(filters, kernel_initializer=he_normal(), **common)
+            self.conv = keras.layers.Conv2D(filters, kernel_initializer=self._initializer, **common)
         self.bn = self._batch_norm("bn") if use_bn else None
 
     def build(self, input_shape):
@@ -270,6 +284,9 @@ class ConvBNAct(_MobileLayer):
             use_bn=self.use_bn,
             use_bias=self.use_bias,
             dilation_rate=self.dilation_rate,
+            kernel_initializer=(
+                None if self.kernel_initializer is None else keras.initializers.serialize(self._initializer)
+            ),
         )
         return config
 
@@ -574,29 +591,25 @@ class FusedInvertedBottleneck(_ResidualBlock):
         return config
 
 
-def _flat_shape(x, heads, depth, positions_first=False):
-    """The shape that flattens `x`'s (B, H, W, .) positions: (B, heads, H*W, depth).
+def map_size(x):
+    """(batch, height, width) of a (B, H, W, C) map, for the shape of a reshape or broadcast.
 
-    With `positions_first`, (B, H*W, heads, depth). Where H and W are known
-    when the graph is traced (always in an exported file), they are written
-    as numbers and the batch as -1, so that the converted graph has constant
-    RESHAPEs, which XNNPACK runs; otherwise they are read at run time.
+    Where H and W are known when the graph is traced (always in an exported
+    file), they come back as Python ints and the batch as -1, so that the
+    converted graph has constant shapes (a RESHAPE that XNNPACK runs, not
+    SHAPE / STRIDED_SLICE / PACK ops that split the graph). Otherwise all
+    three are read at run time, and one traced graph serves every size.
+
+    Example:
+    ```python
+    batch, height, width = map_size(keras.ops.ones((2, 5, 7, 16)))  # (-1, 5, 7)
+    ```
     """
     height, width = x.shape[1], x.shape[2]
     if height is not None and width is not None:
-        batch, positions = -1, height * width
-    else:
-        batch, positions = ops.shape(x)[0], -1
-    return (batch, positions, heads, depth) if positions_first else (batch, heads, positions, depth)
-
-
-def _map_shape(x, channels):
-    """(B, H, W, channels) for `x`'s map, with numbers where they are known (see `_flat_shape`)."""
-    height, width = x.shape[1], x.shape[2]
-    if height is not None and width is not None:
-        return (-1, height, width, channels)
+        return -1, height, width
     shape = ops.shape(x)
-    return (shape[0], shape[1], shape[2], channels)
+    return shape[0], shape[1], shape[2]
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -653,11 +666,13 @@ class MobileMultiQueryAttention(_ResidualBlock):
     def _key_value(self, x, down, proj, training):
         if down is not None:
             x = down(x, training=training)
-        return ops.reshape(proj(x), _flat_shape(x, 1, self.key_dim))  # (B, 1, P, d)
+        batch, height, width = map_size(x)
+        return ops.reshape(proj(x), (batch, 1, height * width, self.key_dim))  # (B, 1, P, d)
 
     def call(self, inputs, training=None):
         x = self.norm(inputs, training=training)
-        q = ops.reshape(self.query(x), _flat_shape(x, self.num_heads, self.key_dim, positions_first=True))
+        batch, height, width = map_size(x)
+        q = ops.reshape(self.query(x), (batch, height * width, self.num_heads, self.key_dim))
         q = ops.transpose(q, (0, 2, 1, 3))  # (B, heads, L, d)
         k = self._key_value(x, self.key_down, self.key, training)
         v = self._key_value(x, self.value_down, self.value, training)
@@ -667,7 +682,7 @@ class MobileMultiQueryAttention(_ResidualBlock):
         weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
         out = ops.matmul(weights, v)  # (B, heads, L, d)
         out = ops.transpose(out, (0, 2, 1, 3))
-        out = ops.reshape(out, _map_shape(x, self.num_heads * self.key_dim))
+        out = ops.reshape(out, (batch, height, width, self.num_heads * self.key_dim))
         return self._finish(self.output_proj(out), inputs)
 
     def get_config(self):
