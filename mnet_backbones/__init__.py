@@ -1,10 +1,24 @@
-"""MobileNet V1-V4 as keras-hub feature-pyramid backbones.
+"""MobileNet V1-V4 as keras-hub feature-pyramid backbones: the core models.
 
 `import mnet_backbones` registers the built-in presets with keras-hub, so that
 `keras_hub.models.Backbone.from_preset("mobilenetv4_conv_small")` works.
+
+Modules, each importing only those listed before it:
+- `constants`, `validation`, `architectures` (the family as data),
+  `keras_hub_internals` (the one place keras-hub's private API is used);
+- `layers` (the layer vocabulary), `builder` (any table -> a Keras graph);
+- `presets` (the built-in presets), `convert` (timm / keras.applications
+  weights, walking the same tables), `weights` (the pretrained-weights cache);
+- `backbone` (`MobileNetBackbone`), `classifier` (`MobileNetImageClassifier`);
+- `predecessor_api` (the predecessor project's `MobileNetV1`...`V4`,
+  `create_mobilenetv1`...`v4`).
+
+Heads for detection and segmentation are in the `heads` package; the CLI,
+export, benchmark and demos in `mnet_tools`.
 """
 
 from mnet_backbones import architectures, layers
+from mnet_backbones._version import __version__
 from mnet_backbones.architectures import ARCHITECTURES
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import (
@@ -12,9 +26,7 @@ from mnet_backbones.classifier import (
     MobileNetImageClassifierPreprocessor,
     MobileNetImageConverter,
 )
-from mnet_backbones.macs import count_macs
-from mnet_backbones.presets import PRESETS, register_presets
-from mnet_backbones.seed import (
+from mnet_backbones.predecessor_api import (
     MobileNetV1,
     MobileNetV2,
     MobileNetV3,
@@ -24,10 +36,9 @@ from mnet_backbones.seed import (
     create_mobilenetv3,
     create_mobilenetv4,
 )
+from mnet_backbones.presets import PRESETS, register_presets
 from mnet_backbones.weights import PretrainedWeightsUnavailableError
 
 Backbone = MobileNetBackbone
 
-register_presets()
-
-__version__ = "0.1.0"
+register_presets(MobileNetBackbone)

@@ -7,35 +7,10 @@ import keras_hub
 
 from mnet_backbones import architectures, weights
 from mnet_backbones.builder import build_features, check_output_stride
+from mnet_backbones.convert import timm
 from mnet_backbones.layers import check_padding
-
-# Built-in preset folders hold this file in place of weights; loading it means
-# a user asked for pretrained weights of a built-in preset.
-WEIGHTS_PLACEHOLDER = "model.weights.h5"
-PRESET_DIR = os.path.join(os.path.dirname(__file__), "preset_files")
-
-
-def is_builtin_placeholder(filepath):
-    path = os.path.abspath(str(filepath))
-    return path.startswith(os.path.abspath(PRESET_DIR) + os.sep)
-
-
-def validate_image_shape(image_shape):
-    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-        raise ValueError(
-            "image_shape must be (height, width, channels), channels last, e.g. "
-            f"(None, None, 3) or (224, 224, 3). Received: image_shape={image_shape!r}."
-        )
-    height, width, channels = image_shape
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"The channel count of image_shape must be a positive int. Received: {image_shape!r}.")
-    for size in (height, width):
-        if size is not None and (not isinstance(size, int) or size < 32):
-            raise ValueError(
-                "image_shape height and width must be None (any size) or ints of at "
-                f"least 32, the total stride. Received: image_shape={image_shape!r}."
-            )
-    return tuple(image_shape)
+from mnet_backbones.presets import PRESETS, check_preset_name, is_builtin_placeholder
+from mnet_backbones.validation import check_image_shape
 
 
 def validate_width_multiplier(width_multiplier):
@@ -126,7 +101,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         output_stride = check_output_stride(output_stride)
         width_multiplier = validate_width_multiplier(width_multiplier)
         check_padding(padding)
-        image_shape = validate_image_shape(image_shape)
+        image_shape = check_image_shape(image_shape)
 
         # === Functional model ===
         inputs = keras.layers.Input(shape=image_shape)
@@ -203,13 +178,10 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 once (see `mnet_backbones.weights`); `False` gives random
                 weights and needs no network.
         """
-        from mnet_backbones.convert import timm
-        from mnet_backbones.presets import PRESETS, check_preset_name
-
         check_preset_name(preset)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
-            return timm.backbone_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
+            return timm.backbone_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
         if load_weights and preset in PRESETS:
             preset = weights.ensure_cached(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)

@@ -4,8 +4,12 @@ import keras
 import keras_hub
 from keras_hub.models import Task
 
+from mnet_backbones import weights
 from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.convert import timm
 from mnet_backbones.layers import get_activation
+from mnet_backbones.presets import PRESETS, check_preset_name
+from mnet_backbones.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -76,8 +80,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             raise TypeError(
                 f"backbone must be a mnet_backbones.MobileNetBackbone. Received: {type(backbone).__name__}."
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int. Received: {num_classes!r}.")
+        num_classes = check_positive_int("num_classes", num_classes)
         head_dtype = head_dtype or backbone.dtype_policy
         arch = backbone.architecture_spec
 
@@ -110,10 +113,10 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
                 x = self.head_norm(x)
             # Keras' own relu, relu6 and gelu are the same functions as ours;
             # hard-swish is ours, in the backbone's form (see `layers.HARD_SWISH_FORMS`).
-            activation = arch.activation
-            if activation == "hard_swish":
-                activation = get_activation(activation, backbone.hard_swish_form)
-            x = keras.layers.Activation(activation, dtype=head_dtype, name="head_activation")(x)
+            head_activation = arch.activation
+            if head_activation == "hard_swish":
+                head_activation = get_activation(head_activation, backbone.hard_swish_form)
+            x = keras.layers.Activation(head_activation, dtype=head_dtype, name="head_activation")(x)
         outputs = self.output_dense(self.output_dropout(x))
         Task.__init__(self, inputs=inputs, outputs=outputs, **kwargs)
 
@@ -159,14 +162,10 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
                 converted once; `False` gives random weights offline.
             **kwargs: e.g. `num_classes`, `dropout`.
         """
-        from mnet_backbones import weights
-        from mnet_backbones.convert import timm
-        from mnet_backbones.presets import PRESETS, check_preset_name
-
         check_preset_name(preset)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
-            return timm.classifier_from_snapshot(snapshot, load_weights=load_weights, **kwargs)
+            return timm.classifier_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
         if load_weights and preset in PRESETS:
-            preset = weights.ensure_cached(preset)
+            preset = weights.ensure_cached(preset, cls)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)

@@ -11,6 +11,13 @@ import json
 import os
 from typing import Any
 
+from mnet_backbones import keras_hub_internals
+from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
+
+# The shipped preset folders: config and image converter, and a placeholder
+# in place of weights (see `is_builtin_placeholder`).
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "preset_files")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -25,8 +32,8 @@ class Preset:
     # keras.applications constructor and arguments, where only it has weights
     keras_application: tuple[str, dict[str, Any]] | None = None
     # Input normalisation of the reference weights, on [0, 1] pixels.
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
 
     @property
@@ -228,6 +235,12 @@ _PRESET_LIST = [
 PRESETS = {preset.name: preset for preset in _PRESET_LIST}
 
 
+def is_builtin_placeholder(filepath):
+    """Whether `filepath` is the weights placeholder of a shipped preset folder."""
+    path = os.path.abspath(str(filepath))
+    return path.startswith(os.path.abspath(PRESET_DIR) + os.sep)
+
+
 def get_preset(name):
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(PRESETS)}.")
@@ -322,13 +335,12 @@ def write_preset_files(root):
                 f.write(text)
 
 
-def register_presets():
-    """Make the built-in names known to keras-hub's `from_preset`."""
-    from keras_hub.src.utils.preset_utils import register_presets as keras_hub_register
+def register_presets(backbone_cls):
+    """Make the built-in names known to keras-hub's `from_preset`, as presets of `backbone_cls`.
 
-    from mnet_backbones.backbone import PRESET_DIR, MobileNetBackbone
-
-    keras_hub_register(
+    `import mnet_backbones` calls it with `MobileNetBackbone`.
+    """
+    keras_hub_internals.register_presets(
         {
             name: {
                 "metadata": {
@@ -340,12 +352,10 @@ def register_presets():
             }
             for name, preset in PRESETS.items()
         },
-        MobileNetBackbone,
+        backbone_cls,
     )
 
 
 if __name__ == "__main__":
     # python -m mnet_backbones.presets: regenerate the shipped preset folders.
-    from mnet_backbones.backbone import PRESET_DIR
-
     write_preset_files(PRESET_DIR)

@@ -14,6 +14,9 @@ import os
 import shutil
 import tempfile
 
+import keras
+
+from mnet_backbones.convert import keras_applications, timm
 from mnet_backbones.presets import PRESETS, get_preset
 
 CACHE_ENV = "MNET_BACKBONES_CACHE"
@@ -65,10 +68,14 @@ def _unavailable(name, reason):
     )
 
 
-def convert_classifier(name, progress=print):
-    """Download and convert a built-in preset's checkpoint; return the classifier."""
-    from mnet_backbones.convert import timm
+def convert_classifier(name, classifier_cls=None, progress=print):
+    """Download and convert a built-in preset's checkpoint; return the classifier.
 
+    `classifier_cls` defaults to `MobileNetImageClassifier` (found by its
+    registered name: this module sits below the model classes, whose
+    `from_preset` calls it).
+    """
+    classifier_cls = classifier_cls or keras_applications.classifier_class()
     preset = get_preset(name)
     if preset.weights:
         handle = checkpoint_source(name)
@@ -78,17 +85,15 @@ def convert_classifier(name, progress=print):
         except timm.DownloadError as error:
             raise _unavailable(name, str(error)) from error
         progress(f"converting {handle}")
-        return timm.classifier_from_snapshot(snapshot)
+        return timm.classifier_from_snapshot(classifier_cls, snapshot)
     if preset.keras_application:
-        return _convert_keras_application(name, progress)
+        return _convert_keras_application(name, classifier_cls, progress)
     raise PretrainedWeightsUnavailableError(
         f"No public checkpoint exists for {name!r}; build it with load_weights=False."
     )
 
 
-def _convert_keras_application(name, progress):
-    import keras
-
+def _convert_keras_application(name, classifier_cls, progress):
     preset = get_preset(name)
     cls_name, kwargs = preset.keras_application
     progress(f"downloading {checkpoint_source(name)}")
@@ -102,9 +107,7 @@ def _convert_keras_application(name, progress):
     except Exception as error:  # urllib/OSError/HTTP errors when offline
         raise _unavailable(name, f"{type(error).__name__}: {error}") from error
     progress("converting")
-    from mnet_backbones.convert.keras_applications import from_keras_application
-
-    return from_keras_application(model)
+    return keras_applications.from_keras_application(model, classifier_cls)
 
 
 def save_converted(classifier, folder):
@@ -123,10 +126,14 @@ def save_converted(classifier, folder):
     return folder
 
 
-def ensure_cached(name, progress=lambda message: None):
-    """The cached preset folder of a built-in preset, converting it if needed."""
+def ensure_cached(name, classifier_cls=None, progress=lambda message: None):
+    """The cached preset folder of a built-in preset, converting it if needed.
+
+    The cache holds the whole classifier (its ImageNet head too), whichever
+    class asked for it.
+    """
     if name not in PRESETS:
         get_preset(name)  # raises the ValueError listing valid names
     if not is_cached(name):
-        save_converted(convert_classifier(name, progress), cached_folder(name))
+        save_converted(convert_classifier(name, classifier_cls, progress), cached_folder(name))
     return cached_folder(name)

@@ -14,7 +14,7 @@ MODEL_TESTS=(
   tests/test_parity.py
   tests/test_timm_conversion.py
   tests/test_bad_input.py
-  tests/test_seed.py
+  tests/test_predecessor_api.py
   tests/test_ssdlite.py
   tests/test_output_stride.py
   tests/test_deeplab.py

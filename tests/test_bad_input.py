@@ -54,7 +54,7 @@ def test_bad_padding():
 
 def test_classifier_arguments():
     backbone = MobileNetBackbone("mobilenetv3_small")
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match="`num_classes` must be a positive int"):
         MobileNetImageClassifier(backbone=backbone, num_classes=0)
     with pytest.raises(TypeError, match="MobileNetBackbone"):
         MobileNetImageClassifier(backbone="mobilenetv3_small", num_classes=3)

@@ -6,15 +6,15 @@ import textwrap
 import pytest
 
 import mnet_backbones
-from mnet_backbones import seed
+from mnet_backbones import predecessor_api
 
 DOCUMENTED = [
     mnet_backbones.MobileNetBackbone,
     mnet_backbones.MobileNetImageClassifier,
-    seed.MobileNetV1,
-    seed.MobileNetV2,
-    seed.MobileNetV3,
-    seed.MobileNetV4,
+    predecessor_api.MobileNetV1,
+    predecessor_api.MobileNetV2,
+    predecessor_api.MobileNetV3,
+    predecessor_api.MobileNetV4,
 ]
 
 

@@ -11,8 +11,7 @@ from mnet_backbones import (
     MobileNetBackbone,
     MobileNetImageClassifier,
 )
-from mnet_backbones.backbone import PRESET_DIR
-from mnet_backbones.presets import preset_files
+from mnet_backbones.presets import PRESET_DIR, preset_files
 
 
 def test_presets_are_listed_on_every_entry_point():

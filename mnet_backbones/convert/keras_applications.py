@@ -125,13 +125,31 @@ def _scaling_layer(model):
     return any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
 
 
-def from_keras_application(model):
+# Our classifier, by its Keras registered name: this module sits below the
+# model classes (their pretrained-weights cache converts through it), so it
+# takes the class as an argument and, when none is given, finds the one that
+# `import mnet_backbones` registered.
+CLASSIFIER_CLASS = "mnet_backbones>MobileNetImageClassifier"
+
+
+def classifier_class():
+    """`mnet_backbones.MobileNetImageClassifier`, looked up by its registered name."""
+    cls = keras.saving.get_registered_object(CLASSIFIER_CLASS)
+    if cls is None:
+        raise RuntimeError(f"{CLASSIFIER_CLASS} is not registered: import mnet_backbones first.")
+    return cls
+
+
+def from_keras_application(model, classifier_cls=None):
     """Convert a keras.applications MobileNet (V1, V2, V3 Small/Large).
 
     Args:
         model: a `keras.applications.MobileNet`, `MobileNetV2`,
             `MobileNetV3Small` or `MobileNetV3Large` instance, any alpha,
             minimalistic or not, with or without its top.
+        classifier_cls: the classifier class to build (default:
+            `MobileNetImageClassifier`); its `backbone_cls` and
+            `preprocessor_cls` give the other classes.
 
     Returns:
         With the top: a `MobileNetImageClassifier` with the same classes and
@@ -143,18 +161,13 @@ def from_keras_application(model):
         Without the top: a `MobileNetBackbone`, which expects inputs already
         scaled to [-1, 1].
     """
-    from mnet_backbones.backbone import MobileNetBackbone
-    from mnet_backbones.classifier import (
-        MobileNetImageClassifier,
-        MobileNetImageClassifierPreprocessor,
-        MobileNetImageConverter,
-    )
-
+    classifier_cls = classifier_cls or classifier_class()
+    preprocessor_cls = classifier_cls.preprocessor_cls
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model ({SUPPORTED}); got {type(model).__name__}.")
     architecture, alpha = describe(model)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    backbone = MobileNetBackbone(
+    backbone = classifier_cls.backbone_cls(
         architecture,
         width_multiplier=alpha,
         padding="same",
@@ -173,16 +186,16 @@ def from_keras_application(model):
     activation = "softmax" if getattr(final, "activation", None) is keras.activations.softmax else None
     # V3 scales pixels inside the model unless built with include_preprocessing=False.
     v3_without_scaling = architecture.startswith("mobilenetv3") and not _scaling_layer(model)
-    converter = MobileNetImageConverter(
+    converter = preprocessor_cls.image_converter_cls(
         image_size=None,
         scale=1.0 if v3_without_scaling else 1.0 / 127.5,
         offset=0.0 if v3_without_scaling else -1.0,
     )
-    classifier = MobileNetImageClassifier(
+    classifier = classifier_cls(
         backbone=backbone,
         num_classes=num_classes,
         activation=activation,
-        preprocessor=MobileNetImageClassifierPreprocessor(image_converter=converter),
+        preprocessor=preprocessor_cls(image_converter=converter),
     )
     assign_all(_pairs(_ours_in_order(classifier), theirs), "keras.applications model")
     return classifier

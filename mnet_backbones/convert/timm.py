@@ -8,10 +8,14 @@ import json
 import os
 import re
 
+import keras_hub
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
 
 from mnet_backbones import architectures
 from mnet_backbones.architectures import MQA, UIB, Conv, FusedIB
+from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from mnet_backbones.convert.mapping import (
     WeightMismatchError,
     assign_all,
@@ -67,9 +71,6 @@ def backbone_config_for(timm_architecture):
 
 def read_state_dict(folder):
     """Every tensor of the snapshot as float32 numpy (float16 is widened)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     path = os.path.join(str(folder), TIMM_WEIGHTS)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No {TIMM_WEIGHTS} in timm snapshot folder {folder!r}.")
@@ -197,9 +198,7 @@ def load_state_dict(model, state_dict, source_name="timm checkpoint", with_head=
     (default: whether `model` is a classifier) every checkpoint tensor must
     be used too. On any mismatch nothing is assigned.
     """
-    from mnet_backbones.classifier import MobileNetImageClassifier
-
-    is_classifier = isinstance(model, MobileNetImageClassifier)
+    is_classifier = isinstance(model, keras_hub.models.ImageClassifier)
     slots = list(classifier_slots(model) if is_classifier else backbone_slots(model))
     pairs, used = [], set()
     for variable, key, transform in slots:
@@ -276,23 +275,21 @@ def resolve_snapshot(preset):
     return preset if is_timm_snapshot(preset) else None
 
 
-def image_converter_for(config):
-    """A `MobileNetImageConverter` reproducing timm's `pretrained_cfg`.
+def image_converter_for(config, converter_cls):
+    """A `converter_cls` (a keras-hub ImageConverter) reproducing timm's `pretrained_cfg`.
 
     timm resizes the short side to `size / crop_pct` and centre-crops; keras-hub's
     converter centre-crops to the aspect ratio and resizes, which for the usual
     square inputs differs only by the crop margin.
     """
-    from mnet_backbones.classifier import MobileNetImageConverter
-
     cfg = config.get("pretrained_cfg", {})
-    mean = cfg.get("mean", (0.485, 0.456, 0.406))
-    std = cfg.get("std", (0.229, 0.224, 0.225))
+    mean = cfg.get("mean", IMAGENET_MEAN)
+    std = cfg.get("std", IMAGENET_STD)
     size = cfg.get("input_size", (3, 224, 224))[1:]
     interpolation = cfg.get("interpolation", "bilinear")
     if interpolation not in ("bilinear", "bicubic", "nearest"):
         interpolation = "bilinear"
-    return MobileNetImageConverter(
+    return converter_cls(
         image_size=tuple(size),
         scale=[1.0 / (255.0 * s) for s in std],
         offset=[-m / s for m, s in zip(mean, std)],
@@ -301,34 +298,35 @@ def image_converter_for(config):
     )
 
 
-def backbone_from_snapshot(folder, load_weights=True, **kwargs):
-    from mnet_backbones.backbone import MobileNetBackbone
+# The model classes come in as arguments: this module sits below them (the
+# models' `from_preset` calls it), as keras-hub's converters take `cls`.
 
+
+def backbone_from_snapshot(backbone_cls, folder, load_weights=True, **kwargs):
+    """A `backbone_cls` (MobileNetBackbone) with the snapshot's architecture and weights."""
     config = read_config(folder)
-    backbone = MobileNetBackbone(**backbone_config_for(config["architecture"]), **kwargs)
+    backbone = backbone_cls(**backbone_config_for(config["architecture"]), **kwargs)
     if load_weights:
         load_state_dict(backbone, read_state_dict(folder), source_name=str(folder))
     return backbone
 
 
-def classifier_from_snapshot(folder, load_weights=True, num_classes=None, **kwargs):
-    """Classifier with timm's head (or a new one if `num_classes` differs)."""
-    from mnet_backbones.classifier import (
-        MobileNetImageClassifier,
-        MobileNetImageClassifierPreprocessor,
-    )
+def classifier_from_snapshot(classifier_cls, folder, load_weights=True, num_classes=None, **kwargs):
+    """A `classifier_cls` with timm's head (or a new one if `num_classes` differs).
 
+    The backbone, preprocessor and image converter classes are the
+    classifier's own (`backbone_cls`, `preprocessor_cls`, its `image_converter_cls`).
+    """
+    preprocessor_cls = classifier_cls.preprocessor_cls
     config = read_config(folder)
     checkpoint_classes = config.get("num_classes", 1000)
     num_classes = num_classes or checkpoint_classes
     backbone_kwargs = {k: kwargs.pop(k) for k in ("image_shape", "dtype") if k in kwargs}
-    backbone = backbone_from_snapshot(folder, load_weights=False, **backbone_kwargs)
-    preprocessor = kwargs.pop("preprocessor", None) or MobileNetImageClassifierPreprocessor(
-        image_converter=image_converter_for(config)
+    backbone = backbone_from_snapshot(classifier_cls.backbone_cls, folder, load_weights=False, **backbone_kwargs)
+    preprocessor = kwargs.pop("preprocessor", None) or preprocessor_cls(
+        image_converter=image_converter_for(config, preprocessor_cls.image_converter_cls)
     )
-    classifier = MobileNetImageClassifier(
-        backbone=backbone, num_classes=num_classes, preprocessor=preprocessor, **kwargs
-    )
+    classifier = classifier_cls(backbone=backbone, num_classes=num_classes, preprocessor=preprocessor, **kwargs)
     if load_weights:
         state_dict = read_state_dict(folder)
         if num_classes == checkpoint_classes:

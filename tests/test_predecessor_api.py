@@ -1,4 +1,4 @@
-"""The seed API: variant names map onto the presets, and the seed workflow runs."""
+"""The predecessor project's API: variant names map onto the presets, and its workflow runs."""
 
 import keras
 import numpy as np
@@ -7,8 +7,7 @@ import pytest
 from conftest import REFERENCE, trainable_count
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
-from mnet_backbones.presets import PRESETS
-from mnet_backbones.seed import (
+from mnet_backbones.predecessor_api import (
     MobileNetV1,
     MobileNetV2,
     MobileNetV3,
@@ -18,6 +17,7 @@ from mnet_backbones.seed import (
     create_mobilenetv3,
     create_mobilenetv4,
 )
+from mnet_backbones.presets import PRESETS
 
 # At 32 x 32 the hybrids' key/value maps shrink to one pixel: a softmax over a
 # single key is correct there, and Keras warns about it.
@@ -140,7 +140,7 @@ def test_unknown_variant_lists_valid_names(create, valid):
 
 
 def test_input_shape_must_be_height_width_channels():
-    with pytest.raises(ValueError, match=r"image_shape must be \(height, width, channels\)"):
+    with pytest.raises(ValueError, match=r"`image_shape` must be \(height, width, channels\)"):
         create_mobilenetv2(variant="0.35", input_shape=(32, 32))
 
 
@@ -165,7 +165,7 @@ def test_defaults_are_imagenet_at_224():
         (create_mobilenetv4, "conv_small", "mobilenetv4_conv_small", 1280, True),
     ],
 )
-def test_seed_readme_workflow(tmp_path, create, variant, preset, head_features, eager_on_tensorflow):
+def test_predecessor_readme_workflow(tmp_path, create, variant, preset, head_features, eager_on_tensorflow):
     model = create(variant=variant, num_classes=10, input_shape=SMALL)
     # The reference ImageNet count less the 990 classes' weights and biases.
     expected_trainable = REFERENCE[preset]["classifier_params"] - 990 * (head_features + 1)

@@ -1,8 +1,8 @@
-"""The seed API: `MobileNetV1` ... `MobileNetV4` and `create_mobilenetv1` ...
+"""The predecessor project's API: `MobileNetV1` ... `MobileNetV4` and `create_mobilenetv1` ...
 
 The project this package grew from had one model class per generation, each
 with a `MODEL_VARIANTS` dict and a `from_variant` constructor. These names
-remain for code written against it, but they build nothing themselves: a seed
+remain for code written against it, but they build nothing themselves: a predecessor
 variant is another name for a built-in preset, and `from_variant` returns the
 same `MobileNetImageClassifier` (softmax outputs) or, without the top,
 `MobileNetBackbone` that the preset gives. Both save to and load from
@@ -25,7 +25,7 @@ def _describe(preset_name):
     )
 
 
-class _SeedGeneration:
+class _PredecessorGeneration:
     """`MODEL_VARIANTS` and `from_variant`, shared by the four generations."""
 
     MODEL_VARIANTS = {}
@@ -46,7 +46,7 @@ class _SeedGeneration:
         width_multiplier=None,
         include_top=True,
     ):
-        """Build the model of one seed variant, with random weights.
+        """Build the model of one predecessor variant, with random weights.
 
         Args:
             variant: a key of `MODEL_VARIANTS`.
@@ -73,13 +73,13 @@ class _SeedGeneration:
         return MobileNetImageClassifier(backbone, num_classes, activation="softmax")
 
 
-class MobileNetV1(_SeedGeneration):
-    """MobileNetV1 by its seed variant names, the width multipliers.
+class MobileNetV1(_PredecessorGeneration):
+    """MobileNetV1 by its predecessor variant names, the width multipliers.
 
     Example:
     ```python
     import numpy as np
-    from mnet_backbones.seed import MobileNetV1
+    from mnet_backbones.predecessor_api import MobileNetV1
 
     model = MobileNetV1.from_variant("0.25", num_classes=10, input_shape=(32, 32, 3))
     model.predict(np.zeros((2, 32, 32, 3))).shape  # (2, 10)
@@ -94,12 +94,12 @@ class MobileNetV1(_SeedGeneration):
     }
 
 
-class MobileNetV2(_SeedGeneration):
-    """MobileNetV2 by its seed variant names, the width multipliers.
+class MobileNetV2(_PredecessorGeneration):
+    """MobileNetV2 by its predecessor variant names, the width multipliers.
 
     Example:
     ```python
-    from mnet_backbones.seed import MobileNetV2
+    from mnet_backbones.predecessor_api import MobileNetV2
 
     features = MobileNetV2.from_variant("0.35", include_top=False)
     features.output.shape  # (None, 7, 7, 1280)
@@ -115,12 +115,12 @@ class MobileNetV2(_SeedGeneration):
     }
 
 
-class MobileNetV3(_SeedGeneration):
+class MobileNetV3(_PredecessorGeneration):
     """MobileNetV3 Large and Small at width 1.0.
 
     Example:
     ```python
-    from mnet_backbones.seed import MobileNetV3
+    from mnet_backbones.predecessor_api import MobileNetV3
 
     model = MobileNetV3.from_variant("small", width_multiplier=0.75)
     model.count_params()
@@ -133,13 +133,13 @@ class MobileNetV3(_SeedGeneration):
     }
 
 
-class MobileNetV4(_SeedGeneration):
+class MobileNetV4(_PredecessorGeneration):
     """MobileNetV4, convolutional and hybrid (mobile multi-query attention).
 
     Example:
     ```python
     import keras
-    from mnet_backbones.seed import MobileNetV4
+    from mnet_backbones.predecessor_api import MobileNetV4
 
     model = MobileNetV4.from_variant("conv_small", num_classes=10, input_shape=(32, 32, 3))
     model.compile(keras.optimizers.AdamW(1e-3), "sparse_categorical_crossentropy")
@@ -158,21 +158,21 @@ class MobileNetV4(_SeedGeneration):
 def create_mobilenetv1(
     variant="1.0", num_classes=1000, input_shape=(224, 224, 3), include_top=True, width_multiplier=None
 ):
-    """`MobileNetV1.from_variant` under its seed function name."""
+    """`MobileNetV1.from_variant` under its predecessor function name."""
     return MobileNetV1.from_variant(variant, num_classes, input_shape, width_multiplier, include_top)
 
 
 def create_mobilenetv2(
     variant="1.0", num_classes=1000, input_shape=(224, 224, 3), include_top=True, width_multiplier=None
 ):
-    """`MobileNetV2.from_variant` under its seed function name."""
+    """`MobileNetV2.from_variant` under its predecessor function name."""
     return MobileNetV2.from_variant(variant, num_classes, input_shape, width_multiplier, include_top)
 
 
 def create_mobilenetv3(
     variant="large", num_classes=1000, input_shape=(224, 224, 3), include_top=True, width_multiplier=None
 ):
-    """`MobileNetV3.from_variant` under its seed function name."""
+    """`MobileNetV3.from_variant` under its predecessor function name."""
     return MobileNetV3.from_variant(variant, num_classes, input_shape, width_multiplier, include_top)
 
 
@@ -183,11 +183,11 @@ def create_mobilenetv4(
     include_top=True,
     width_multiplier=None,
 ):
-    """`MobileNetV4.from_variant` under its seed function name.
+    """`MobileNetV4.from_variant` under its predecessor function name.
 
     Example:
     ```python
-    from mnet_backbones.seed import create_mobilenetv4
+    from mnet_backbones.predecessor_api import create_mobilenetv4
 
     model = create_mobilenetv4(variant="conv_small", num_classes=10, input_shape=(32, 32, 3))
     model.output.shape  # (None, 10)
