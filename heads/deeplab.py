@@ -23,10 +23,16 @@ import math
 import keras
 from keras import ops
 from keras_hub.models import ImageSegmenter
-from keras_hub.src.utils.preset_utils import get_preset_loader
 
-from heads._validation import check_image_size, check_positive_int
-from heads.ssdlite import IMAGENET_MEAN, IMAGENET_VARIANCE, pixel_normalizer
+# Registers the MobileNet backbones and presets, so that saved segmenters on
+# them load and preset names resolve.
+import mnet_backbones  # noqa: F401
+from heads.preprocessing import pixel_normalizer
+from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
+from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
+from mnet_backbones.keras_hub_internals import load_task_preset
+from mnet_backbones.layers import ConvBNAct, map_size
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 # DeepLabV3's atrous rates at output stride 16 (Chen et al., 2017).
 ATROUS_RATES_AT_16 = (6, 12, 18)
@@ -47,74 +53,48 @@ def atrous_rates_for(output_stride):
     return tuple(max(1, rate * 16 // output_stride) for rate in ATROUS_RATES_AT_16)
 
 
-@keras.saving.register_keras_serializable(package="heads")
-class ConvBNReLU(keras.layers.Layer):
-    """Convolution (full, or depthwise-separable), BatchNorm, ReLU.
+def conv_bn_relu(filters, kernel_size=1, separable=False, dilation_rate=1, bn_momentum=0.9, dtype=None, name=None):
+    """The head's convolution: full, or depthwise-separable, each part with BatchNorm and ReLU.
 
-    With `separable=True`: depthwise `kernel_size` (dilated by
-    `dilation_rate`) + BatchNorm + ReLU, then 1x1 to `filters` + BatchNorm +
-    ReLU. Stride 1, "same" padding: the map keeps its size.
+    A list of `ConvBNAct` layers, to apply in turn: one `kernel_size`
+    convolution, or with `separable=True` a depthwise `kernel_size` one
+    (dilated by `dilation_rate`) then a 1x1 one to `filters`. Stride 1,
+    "same" padding: the map keeps its size. Keras' defaults otherwise
+    (Glorot initialisation, BatchNorm epsilon 1e-3); BatchNorm momentum 0.9
+    as in the backbones, because from-scratch training runs are short and
+    Keras' 0.99 leaves the moving statistics far behind the weights.
 
     Example:
     ```python
-    layer = ConvBNReLU(64, kernel_size=3, separable=True, dilation_rate=6)
-    layer(keras.ops.ones((1, 16, 16, 32))).shape  # (1, 16, 16, 64)
+    x = keras.ops.ones((1, 16, 16, 32))
+    for layer in conv_bn_relu(64, kernel_size=3, separable=True, dilation_rate=6):
+        x = layer(x)
+    x.shape  # (1, 16, 16, 64)
     ```
     """
+    filters = check_positive_int("filters", filters)
+    kernel_size = check_positive_int("kernel_size", kernel_size)
+    dilation_rate = check_positive_int("dilation_rate", dilation_rate)
+    common = dict(
+        activation="relu",
+        kernel_initializer="glorot_uniform",
+        padding="same",
+        bn_epsilon=1e-3,
+        bn_momentum=bn_momentum,
+        dtype=dtype,
+    )
+    if not separable:
+        return [ConvBNAct(filters, kernel_size, dilation_rate=dilation_rate, name=name, **common)]
+    return [
+        ConvBNAct(None, kernel_size, depthwise=True, dilation_rate=dilation_rate, name=f"{name}_depthwise", **common),
+        ConvBNAct(filters, 1, name=f"{name}_pointwise", **common),
+    ]
 
-    def __init__(self, filters, kernel_size=1, separable=False, dilation_rate=1, bn_momentum=0.9, **kwargs):
-        super().__init__(**kwargs)
-        # 0.9 as in the backbones: from-scratch training runs are short, and
-        # Keras' 0.99 leaves the moving statistics far behind the weights.
-        self.bn_momentum = float(bn_momentum)
-        self.filters = check_positive_int("filters", filters)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.separable = bool(separable)
-        self.dilation_rate = check_positive_int("dilation_rate", dilation_rate)
-        common = dict(padding="same", use_bias=False, dtype=self.dtype_policy)
-        self.depthwise = None
-        self.depthwise_bn = None
-        if self.separable:
-            self.depthwise = keras.layers.DepthwiseConv2D(
-                self.kernel_size, dilation_rate=self.dilation_rate, name="depthwise", **common
-            )
-            self.depthwise_bn = keras.layers.BatchNormalization(
-                momentum=self.bn_momentum, dtype=self.dtype_policy, name="depthwise_bn"
-            )
-            self.conv = keras.layers.Conv2D(self.filters, 1, name="pointwise", **common)
-        else:
-            self.conv = keras.layers.Conv2D(
-                self.filters, self.kernel_size, dilation_rate=self.dilation_rate, name="conv", **common
-            )
-        self.bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, dtype=self.dtype_policy, name="bn")
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        if self.depthwise is not None:
-            self.depthwise.build(shape)
-            self.depthwise_bn.build(shape)
-        self.conv.build(shape)
-        self.bn.build(shape[:-1] + (self.filters,))
-
-    def call(self, inputs, training=None):
-        x = inputs
-        if self.depthwise is not None:
-            x = ops.relu(self.depthwise_bn(self.depthwise(x), training=training))
-        return ops.relu(self.bn(self.conv(x), training=training))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            separable=self.separable,
-            dilation_rate=self.dilation_rate,
-            bn_momentum=self.bn_momentum,
-        )
-        return config
+def _apply(layers, x, training=None):
+    for layer in layers:
+        x = layer(x, training=training)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -142,32 +122,34 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
         self.dropout = float(dropout)
         dtype = self.dtype_policy
-        self.branches = [ConvBNReLU(self.filters, 1, dtype=dtype, name="branch_1x1")] + [
-            ConvBNReLU(self.filters, 3, separable=True, dilation_rate=rate, dtype=dtype, name=f"branch_rate{rate}")
+        # Each branch a list of layers applied in turn: one for the 1x1 branch,
+        # depthwise and pointwise for the separable atrous ones.
+        self.branches = [conv_bn_relu(self.filters, 1, dtype=dtype, name="branch_1x1")] + [
+            conv_bn_relu(self.filters, 3, separable=True, dilation_rate=rate, dtype=dtype, name=f"branch_rate{rate}")
             for rate in self.atrous_rates
         ]
-        self.pooling_conv = ConvBNReLU(self.filters, 1, dtype=dtype, name="image_pooling")
-        self.projection = ConvBNReLU(self.filters, 1, dtype=dtype, name="projection")
+        (self.pooling_conv,) = conv_bn_relu(self.filters, 1, dtype=dtype, name="image_pooling")
+        (self.projection,) = conv_bn_relu(self.filters, 1, dtype=dtype, name="projection")
         self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=dtype, name="dropout")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         for branch in self.branches:
-            branch.build(shape)
+            branch_shape = shape
+            for layer in branch:
+                layer.build(branch_shape)
+                branch_shape = layer.compute_output_shape(branch_shape)
         self.pooling_conv.build((shape[0], 1, 1, shape[-1]))
         self.projection.build(shape[:-1] + (self.filters * (len(self.branches) + 1),))
 
     def call(self, inputs, training=None):
-        outputs = [branch(inputs, training=training) for branch in self.branches]
+        outputs = [_apply(branch, inputs, training=training) for branch in self.branches]
         pooled = self.pooling_conv(ops.mean(inputs, axis=(1, 2), keepdims=True), training=training)
-        # Broadcast (B, 1, 1, F) over the map by a multiply: by a constant where
-        # the map's size is known (as in an exported file, where XNNPACK then
-        # runs it), else by ones of the map's run-time shape.
-        height, width = inputs.shape[1], inputs.shape[2]
-        if height is not None and width is not None:
-            outputs.append(pooled * ops.ones((1, height, width, 1), dtype=pooled.dtype))
-        else:
-            outputs.append(pooled * ops.ones_like(outputs[0][..., :1]))
+        # Broadcast (B, 1, 1, F) over the map by a multiply with ones: a
+        # constant where the map's size is known (as in an exported file,
+        # where XNNPACK then runs it), else ones of the run-time size.
+        _, height, width = map_size(inputs)
+        outputs.append(pooled * ops.ones((1, height, width, 1), dtype=pooled.dtype))
         x = self.projection(ops.concatenate(outputs, axis=-1), training=training)
         return self.dropout_layer(x, training=training)
 
@@ -282,23 +264,13 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         low_level_filters=48,
         decoder_filters=128,
         dropout=0.1,
-        pixel_mean=IMAGENET_MEAN,
-        pixel_variance=IMAGENET_VARIANCE,
+        pixel_mean=IMAGENET_PIXEL_MEAN,
+        pixel_variance=IMAGENET_PIXEL_VARIANCE,
         preprocessor=None,
         dtype=None,
         **kwargs,
     ):
-        if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_outputs"):
-            raise TypeError(
-                "`backbone` must be a keras_hub FeaturePyramidBackbone (a model with "
-                f"`pyramid_outputs`), got {type(backbone).__name__}."
-            )
-        missing = {"P2", "P5"} - set(backbone.pyramid_outputs)
-        if missing:
-            raise ValueError(
-                f"DeepLabV3+ needs pyramid levels P2 and P5; the backbone lacks {sorted(missing)} "
-                f"(it has {sorted(backbone.pyramid_outputs)})."
-            )
+        check_pyramid_backbone(backbone, ("P2", "P5"), "DeepLabV3+")
         num_classes = check_positive_int("num_classes", num_classes)
         image_size = check_image_size(image_size)
         head_dtype = dtype or backbone.dtype_policy
@@ -309,9 +281,7 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         self.num_classes = num_classes  # before the functional init, whose compile() reads it
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
-        self.feature_extractor = keras.Model(
-            backbone.inputs, {level: backbone.pyramid_outputs[level] for level in ("P2", "P5")}, name="pyramid"
-        )
+        self.feature_extractor = pyramid_model(backbone, ("P2", "P5"))
 
         # === Functional model ===
         inputs = keras.Input(shape=image_size + (3,), name="images")
@@ -322,9 +292,11 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         self.aspp = AtrousSpatialPyramidPooling(
             aspp_filters, atrous_rates=atrous_rates, dropout=dropout, dtype=head_dtype, name="aspp"
         )
-        self.low_level_projection = ConvBNReLU(low_level_filters, 1, dtype=head_dtype, name="low_level_projection")
+        (self.low_level_projection,) = conv_bn_relu(low_level_filters, 1, dtype=head_dtype, name="low_level_projection")
         self.decoder_convs = [
-            ConvBNReLU(decoder_filters, 3, separable=True, dtype=head_dtype, name=f"decoder_conv{i}") for i in range(2)
+            layer
+            for i in range(2)
+            for layer in conv_bn_relu(decoder_filters, 3, separable=True, dtype=head_dtype, name=f"decoder_conv{i}")
         ]
         self.classifier = keras.layers.Conv2D(num_classes, 1, dtype=head_dtype, name="classifier")
         x = self.aspp(deepest)
@@ -400,8 +372,7 @@ class DeepLabV3PlusSegmenter(ImageSegmenter):
         segmenter = heads.DeepLabV3PlusSegmenter.from_preset("my_deeplab")
         ```
         """
-        loader = get_preset_loader(preset)
-        return loader.load_task(cls, load_weights, True, **kwargs)
+        return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
 def create_deeplabv3plus(backbone, num_classes, image_size=512, output_stride=16, **kwargs):
@@ -429,21 +400,10 @@ def create_deeplabv3plus(backbone, num_classes, image_size=512, output_stride=16
     segmenter.output_shape  # (None, 128, 128, 4)
     ```
     """
-    segmenter_args = set(DeepLabV3PlusSegmenter.__init__.__code__.co_varnames) | {"name"}
-    segmenter_kwargs = {k: v for k, v in kwargs.items() if k in segmenter_args}
-    backbone_kwargs = {k: v for k, v in kwargs.items() if k not in segmenter_args}
-    if isinstance(backbone, str):
-        import keras_hub
-
-        import mnet_backbones  # noqa: F401  (registers the MobileNet presets)
-
-        backbone = keras_hub.models.Backbone.from_preset(backbone, output_stride=output_stride, **backbone_kwargs)
-    elif backbone_kwargs:
-        raise TypeError(
-            f"Unexpected arguments {sorted(backbone_kwargs)}: preset arguments only apply when "
-            "`backbone` is a preset name."
-        )
-    elif getattr(backbone, "output_stride", output_stride) != output_stride:
+    segmenter_kwargs, backbone_kwargs = split_task_kwargs(DeepLabV3PlusSegmenter, kwargs)
+    backbone = resolve_backbone(backbone, backbone_kwargs, output_stride=output_stride)
+    # A preset is loaded at `output_stride`; an instance at another stride is rebuilt.
+    if getattr(backbone, "output_stride", output_stride) != output_stride:
         weights = backbone.get_weights()
         backbone = backbone.__class__.from_config({**backbone.get_config(), "output_stride": output_stride})
         backbone.set_weights(weights)

@@ -1,4 +1,4 @@
-"""SSDLite object detection on any keras-hub feature pyramid.
+"""SSDLite object detection on any keras-hub feature pyramid: the task.
 
 SSDLite as the MobileNetV2 paper (Sandler et al., 2018, section 6.2) and the
 MobileNetV3 paper (Howard et al., 2019, section 6.2) define it: SSD with
@@ -7,292 +7,44 @@ depthwise-separable one. Predictors sit on the stride-16 and stride-32
 features (`P4`, `P5`) and on extra depthwise-separable layers that halve the
 map down to 1x1.
 
-keras-hub components reused here: `AnchorGenerator` (anchors per level),
-`BoxMatcher` (anchor/ground-truth matching), `NonMaxSuppression` (decoding),
-and `keras.utils.bounding_boxes` (format conversion, IoU, delta encoding).
+The detector is assembled from parts, each in its own module, as keras-hub's
+RetinaNet and torchvision's SSD are: the levels and anchors
+(`heads.anchors`), the box coding (`heads.box_coding`), the training
+targets (`heads.label_encoder`, `heads.targets`), the head layers
+(`heads.ssdlite_layers`) and the input normalisation
+(`heads.preprocessing`). keras-hub components reused: `AnchorGenerator`,
+`BoxMatcher`, `NonMaxSuppression` (decoding).
 """
 
 import math
 
 import keras
-import numpy as np
 from keras import ops
-from keras_hub.layers import AnchorGenerator, NonMaxSuppression
+from keras_hub.layers import NonMaxSuppression
 from keras_hub.models import ObjectDetector
-from keras_hub.src.layers.modeling.box_matcher import BoxMatcher
-from keras_hub.src.utils.preset_utils import get_preset_loader
 
 # Registers the MobileNet backbones and presets, so that saved detectors on
-# them load and preset names resolve; nothing else of the package is used.
-import mnet_backbones  # noqa: F401,E402
-from heads._validation import check_image_size, check_positive_int
+# them load and preset names resolve.
+import mnet_backbones  # noqa: F401
+from heads.anchors import DEFAULT_ASPECT_RATIOS, anchor_boxes, ssdlite_anchor_generator, ssdlite_levels
+from heads.box_coding import SSD_BOX_VARIANCE, decode_boxes
+from heads.label_encoder import SSDLiteLabelEncoder
+from heads.preprocessing import pixel_normalizer
+from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
+from heads.ssdlite_layers import SSDLiteExtraBlock, SSDLitePredictor
+from heads.targets import clean_detection_targets
+from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
+from mnet_backbones.keras_hub_internals import load_task_preset
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 bounding_boxes = keras.utils.bounding_boxes
 
-# ImageNet statistics in 0..255 pixels: the normalisation the MobileNet presets
-# were trained with, so raw uint8-range images go straight into `predict`.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_VARIANCE = ((0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2)
-# SSD's box-delta scaling (Liu et al., 2016): centre offsets / 0.1, log sizes / 0.2.
-SSD_BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 DEFAULT_EXTRA_FILTERS = (256, 256, 128, 128, 64, 64)
 
 
-def pixel_normalizer(mean, variance, dtype=None):
-    """(pixels - mean) / sqrt(variance) per channel, as one scale and offset.
-
-    A `Rescaling` rather than a `Normalization` layer: its constants are
-    created inside the traced graph, which tf2onnx folds into the ONNX file
-    (a `Normalization`'s captured tensors become extra graph inputs).
-    """
-    std = [math.sqrt(v) for v in variance]
-    return keras.layers.Rescaling(
-        scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)], dtype=dtype, name="normalizer"
-    )
-
-
-def ssdlite_levels(image_size, min_level=4):
-    """Pyramid levels SSDLite predicts on: `min_level` up to the first 1x1 map.
-
-    Example:
-    ```python
-    ssdlite_levels(320)  # [4, 5, 6, 7, 8, 9]: maps of 20, 10, 5, 3, 2, 1
-    ```
-    """
-    height, width = check_image_size(image_size)
-    max_level = max(min_level + 1, math.ceil(math.log2(max(height, width))))
-    return list(range(min_level, max_level + 1))
-
-
-@keras.saving.register_keras_serializable(package="heads")
-class SSDLiteExtraBlock(keras.layers.Layer):
-    """One SSDLite extra layer: 1x1 conv, depthwise 3x3 stride 2, 1x1 conv.
-
-    Each convolution is followed by BatchNorm and ReLU6; the map halves
-    (rounding up) and ends with `filters` channels.
-
-    Example:
-    ```python
-    block = SSDLiteExtraBlock(128)
-    block(keras.ops.ones((1, 5, 5, 96))).shape  # (1, 3, 3, 128)
-    ```
-    """
-
-    def __init__(self, filters, bn_momentum=0.9, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = check_positive_int("filters", filters)
-        self.bn_momentum = float(bn_momentum)
-        dtype = self.dtype_policy
-        self.reduce = keras.layers.Conv2D(max(filters // 2, 1), 1, use_bias=False, dtype=dtype, name="reduce")
-        self.reduce_norm = keras.layers.BatchNormalization(momentum=bn_momentum, dtype=dtype, name="reduce_norm")
-        self.depthwise = keras.layers.DepthwiseConv2D(
-            3, strides=2, padding="same", use_bias=False, dtype=dtype, name="depthwise"
-        )
-        self.depthwise_norm = keras.layers.BatchNormalization(momentum=bn_momentum, dtype=dtype, name="depthwise_norm")
-        self.project = keras.layers.Conv2D(filters, 1, use_bias=False, dtype=dtype, name="project")
-        self.project_norm = keras.layers.BatchNormalization(momentum=bn_momentum, dtype=dtype, name="project_norm")
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for conv, norm in (
-            (self.reduce, self.reduce_norm),
-            (self.depthwise, self.depthwise_norm),
-            (self.project, self.project_norm),
-        ):
-            conv.build(shape)
-            shape = conv.compute_output_shape(shape)
-            norm.build(shape)
-
-    def call(self, inputs, training=None):
-        x = ops.relu6(self.reduce_norm(self.reduce(inputs), training=training))
-        x = ops.relu6(self.depthwise_norm(self.depthwise(x), training=training))
-        return ops.relu6(self.project_norm(self.project(x), training=training))
-
-    def compute_output_shape(self, input_shape):
-        shape = self.depthwise.compute_output_shape(tuple(input_shape))
-        return shape[:-1] + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters, bn_momentum=self.bn_momentum)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="heads")
-class SSDLitePredictor(keras.layers.Layer):
-    """An SSDLite predictor: depthwise 3x3, BatchNorm, ReLU6, then a 1x1 conv.
-
-    Outputs `(batch, height * width * num_anchors, values_per_anchor)`, anchors
-    ordered as `keras_hub.layers.AnchorGenerator` orders them (row-major over
-    the map, then anchor).
-
-    Args:
-        num_anchors: anchors per map position.
-        values_per_anchor: 4 for box deltas, the number of classes for scores.
-        bias_value: initial bias of the 1x1 conv; a negative value starts
-            classification at a low foreground probability (focal loss prior).
-
-    Example:
-    ```python
-    predictor = SSDLitePredictor(num_anchors=6, values_per_anchor=4)
-    predictor(keras.ops.ones((2, 5, 5, 96))).shape  # (2, 150, 4)
-    ```
-    """
-
-    def __init__(self, num_anchors, values_per_anchor, bias_value=0.0, bn_momentum=0.9, **kwargs):
-        super().__init__(**kwargs)
-        self.bn_momentum = float(bn_momentum)
-        self.num_anchors = check_positive_int("num_anchors", num_anchors)
-        self.values_per_anchor = check_positive_int("values_per_anchor", values_per_anchor)
-        self.bias_value = float(bias_value)
-        dtype = self.dtype_policy
-        self.depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, dtype=dtype, name="depthwise")
-        self.depthwise_norm = keras.layers.BatchNormalization(momentum=bn_momentum, dtype=dtype, name="depthwise_norm")
-        self.pointwise = keras.layers.Conv2D(
-            num_anchors * values_per_anchor,
-            1,
-            bias_initializer=keras.initializers.Constant(self.bias_value),
-            dtype=dtype,
-            name="pointwise",
-        )
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        self.depthwise.build(shape)
-        self.depthwise_norm.build(shape)
-        self.pointwise.build(shape)
-
-    def call(self, inputs, training=None):
-        x = ops.relu6(self.depthwise_norm(self.depthwise(inputs), training=training))
-        x = self.pointwise(x)
-        height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-        if height is not None and width is not None:
-            # Constant shape where the map's size is known (as in an exported
-            # file): a RESHAPE that XNNPACK runs, not SHAPE/SLICE/PACK ops.
-            return ops.reshape(x, (-1, height * width * channels // self.values_per_anchor, self.values_per_anchor))
-        return ops.reshape(x, (ops.shape(x)[0], -1, self.values_per_anchor))
-
-    def compute_output_shape(self, input_shape):
-        height, width = input_shape[1], input_shape[2]
-        count = None if height is None or width is None else height * width * self.num_anchors
-        return (input_shape[0], count, self.values_per_anchor)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_anchors=self.num_anchors,
-            values_per_anchor=self.values_per_anchor,
-            bias_value=self.bias_value,
-            bn_momentum=self.bn_momentum,
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="heads")
-class SSDLiteLabelEncoder(keras.layers.Layer):
-    """Turns padded ground truth into per-anchor SSD training targets.
-
-    Anchors match the ground-truth box of highest IoU at or above
-    `positive_threshold`; anchors between the two thresholds are ignored
-    (class -2), the rest are background (class -1). As in SSD, every real box
-    is also matched to its best anchor, so small boxes always train
-    something. Box targets are centre/size deltas divided by `box_variance`.
-    Padded boxes (label -1) never match.
-
-    `keras_hub`'s `RetinaNetLabelEncoder` cannot be reused: it does not keep
-    `force_match_for_each_col` in its config and it lets padded boxes be
-    force-matched.
-
-    Example:
-    ```python
-    anchors = keras_hub.layers.AnchorGenerator("xyxy", 4, 5, 1, [1.0], 2.0)
-    encoder = SSDLiteLabelEncoder(anchors)
-    deltas, classes = encoder(
-        np.zeros((1, 64, 64, 3)), np.array([[[8, 8, 40, 40]]], "float32"), np.array([[0]])
-    )
-    ```
-    """
-
-    def __init__(
-        self,
-        anchor_generator,
-        bounding_box_format="xyxy",
-        positive_threshold=0.5,
-        negative_threshold=0.4,
-        box_variance=SSD_BOX_VARIANCE,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if isinstance(anchor_generator, dict):
-            anchor_generator = keras.layers.deserialize(anchor_generator)
-        self.anchor_generator = anchor_generator
-        self.bounding_box_format = bounding_box_format
-        self.positive_threshold = float(positive_threshold)
-        self.negative_threshold = float(negative_threshold)
-        self.box_variance = tuple(float(v) for v in box_variance)
-        self.box_matcher = BoxMatcher(
-            thresholds=[self.negative_threshold, self.positive_threshold],
-            match_values=[-1, -2, 1],
-            force_match_for_each_col=True,
-        )
-
-    def anchors(self, images):
-        """All anchors for `images`' size, in xyxy pixels, level after level."""
-        anchors = self.anchor_generator(images)
-        anchors = ops.concatenate(list(anchors.values()), axis=0)
-        return bounding_boxes.convert_format(anchors, source=self.anchor_generator.bounding_box_format, target="xyxy")
-
-    def call(self, images, gt_boxes, gt_classes):
-        height, width = ops.shape(images)[1], ops.shape(images)[2]
-        anchors = self.anchors(images)
-        gt_classes = ops.cast(gt_classes, "float32")
-        gt_boxes = bounding_boxes.convert_format(
-            ops.cast(gt_boxes, "float32"), source=self.bounding_box_format, target="xyxy", height=height, width=width
-        )
-        valid = ops.greater_equal(gt_classes, 0.0)
-        gt_boxes = ops.where(valid[..., None], gt_boxes, -1.0)
-        iou = bounding_boxes.compute_iou(anchors, gt_boxes, bounding_box_format="xyxy")
-        # IoU -1 against padded boxes, so they lose every argmax. (compute_iou's
-        # own `use_masking` fails for unbatched anchors against batched boxes.)
-        iou = ops.where(valid[:, None, :], iou, -1.0)
-        matched_index, matched_value = self.box_matcher(iou)
-        matched_index = ops.cast(matched_index, "int32")
-        # BoxMatcher adds a column of its own (index N, IoU -1) and may force-match
-        # it too: give the gathers a padded box at that index.
-        batch = ops.shape(gt_classes)[0]
-        gt_classes = ops.concatenate([gt_classes, -ops.ones((batch, 1), "float32")], axis=1)
-        gt_boxes = ops.concatenate([gt_boxes, -ops.ones((batch, 1, 4), "float32")], axis=1)
-        matched_classes = ops.take_along_axis(gt_classes, matched_index, axis=1)
-        matched_boxes = ops.take_along_axis(gt_boxes, matched_index[..., None], axis=1)
-        # A force-match of a padded column (all IoU -1) lands on some anchor: not a positive.
-        positive = ops.logical_and(ops.equal(matched_value, 1), ops.greater_equal(matched_classes, 0.0))
-        ignored = ops.logical_and(ops.equal(matched_value, -2), ops.logical_not(positive))
-        deltas = bounding_boxes.encode_box_to_deltas(
-            anchors=anchors,
-            boxes=matched_boxes,
-            anchor_format="xyxy",
-            box_format="xyxy",
-            encoding_format="center_xywh",
-            variance=self.box_variance,
-        )
-        deltas = ops.where(positive[..., None], deltas, 0.0)
-        classes = ops.where(positive, matched_classes, ops.where(ignored, -2.0, -1.0))
-        return deltas, classes
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            anchor_generator=keras.layers.serialize(self.anchor_generator),
-            bounding_box_format=self.bounding_box_format,
-            positive_threshold=self.positive_threshold,
-            negative_threshold=self.negative_threshold,
-            box_variance=list(self.box_variance),
-        )
-        return config
-
-
-def _deserialize_if_config(value):
-    return keras.layers.deserialize(value) if isinstance(value, dict) else value
+def _deserialize(layer):
+    """A layer given as its config (as `from_config` passes it) rebuilt; a layer or None as it is."""
+    return keras.layers.deserialize(layer) if isinstance(layer, dict) else layer
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -304,8 +56,7 @@ class SSDLiteObjectDetector(ObjectDetector):
     puts an `SSDLitePredictor` pair (box deltas, class logits) on every map.
     Anchors come from a `keras_hub.layers.AnchorGenerator`: per level
     `num_scales` sizes `anchor_size * stride * 2**(i / num_scales)` times the
-    `aspect_ratios`. (SSD's linear scale schedule cannot be expressed with
-    it; sizes here double per level, like RetinaNet's.)
+    `aspect_ratios` (see `heads.anchors`).
 
     Model outputs are raw: `{"bbox_regression": (B, anchors, 4) deltas,
     "cls_logits": (B, anchors, num_classes)}`. `predict` decodes them into
@@ -324,14 +75,29 @@ class SSDLiteObjectDetector(ObjectDetector):
         bounding_box_format: format of targets and predictions.
         extra_filters: channels of the extra layers, in order (repeats the
             last entry when more layers are needed).
-        num_scales, aspect_ratios, anchor_size: the anchors, see above.
-        positive_threshold, negative_threshold: IoU thresholds of matching.
-        box_variance: scaling of the box deltas.
-        score_threshold, iou_threshold, max_detections: decoding.
+        num_scales, aspect_ratios, anchor_size: the default anchors, see
+            above.
+        positive_threshold, negative_threshold: IoU thresholds of the
+            default label encoder's matching.
+        box_variance: scaling of the box deltas (the default label
+            encoder's, and the decoding's).
+        score_threshold, iou_threshold, max_detections: the default
+            prediction decoder's settings.
         classification_prior: initial foreground probability of every anchor.
         bn_momentum: momentum of the head's BatchNorm statistics (0.9, as the
             MobileNet backbones; Keras' 0.99 lags behind in short trainings).
         pixel_mean, pixel_variance: per-channel input normalisation.
+        anchor_generator: a layer like `keras_hub.layers.AnchorGenerator`
+            (images to `{level: (N, 4) anchors}`, with `num_base_anchors`
+            and `bounding_box_format`) over the detector's levels; None
+            builds the default from `num_scales`, `aspect_ratios` and
+            `anchor_size` (`heads.anchors.ssdlite_anchor_generator`).
+        label_encoder: a layer from `(images, boxes, labels)` to per-anchor
+            `(box_deltas, classes)` targets on the same anchors; None: an
+            `SSDLiteLabelEncoder` on `anchor_generator`.
+        prediction_decoder: a layer from xyxy boxes and class logits to
+            `{"boxes", "confidence", "labels", "num_detections"}`; None:
+            `keras_hub.layers.NonMaxSuppression` with the settings above.
         preprocessor: optional `keras_hub` preprocessor.
 
     Example:
@@ -359,7 +125,7 @@ class SSDLiteObjectDetector(ObjectDetector):
         bounding_box_format="xyxy",
         extra_filters=DEFAULT_EXTRA_FILTERS,
         num_scales=2,
-        aspect_ratios=(0.5, 1.0, 2.0),
+        aspect_ratios=DEFAULT_ASPECT_RATIOS,
         anchor_size=3.0,
         positive_threshold=0.5,
         negative_threshold=0.4,
@@ -369,23 +135,16 @@ class SSDLiteObjectDetector(ObjectDetector):
         max_detections=100,
         classification_prior=0.01,
         bn_momentum=0.9,
-        pixel_mean=IMAGENET_MEAN,
-        pixel_variance=IMAGENET_VARIANCE,
+        pixel_mean=IMAGENET_PIXEL_MEAN,
+        pixel_variance=IMAGENET_PIXEL_VARIANCE,
+        anchor_generator=None,
+        label_encoder=None,
+        prediction_decoder=None,
         preprocessor=None,
         dtype=None,
         **kwargs,
     ):
-        if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_outputs"):
-            raise TypeError(
-                "`backbone` must be a keras_hub FeaturePyramidBackbone (a model with "
-                f"`pyramid_outputs`), got {type(backbone).__name__}."
-            )
-        missing = {"P4", "P5"} - set(backbone.pyramid_outputs)
-        if missing:
-            raise ValueError(
-                f"SSDLite needs pyramid levels P4 and P5; the backbone lacks {sorted(missing)} "
-                f"(it has {sorted(backbone.pyramid_outputs)})."
-            )
+        check_pyramid_backbone(backbone, ("P4", "P5"), "SSDLite")
         num_classes = check_positive_int("num_classes", num_classes)
         image_size = check_image_size(image_size)
         if isinstance(extra_filters, int):
@@ -401,38 +160,35 @@ class SSDLiteObjectDetector(ObjectDetector):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.anchor_generator = AnchorGenerator(
-            "xyxy",
-            min_level=levels[0],
-            max_level=levels[-1],
-            num_scales=num_scales,
-            aspect_ratios=list(aspect_ratios),
-            anchor_size=anchor_size,
-            name="anchor_generator",
-        )
-        self.label_encoder = SSDLiteLabelEncoder(
-            self.anchor_generator,
-            bounding_box_format=bounding_box_format,
-            positive_threshold=positive_threshold,
-            negative_threshold=negative_threshold,
-            box_variance=box_variance,
-            name="label_encoder",
-        )
-        self._prediction_decoder = NonMaxSuppression(
-            bounding_box_format="xyxy",
-            from_logits=True,
-            iou_threshold=iou_threshold,
-            confidence_threshold=score_threshold,
-            max_detections=max_detections,
-            name="prediction_decoder",
-        )
+        anchor_generator = _deserialize(anchor_generator)
+        if anchor_generator is None:
+            anchor_generator = ssdlite_anchor_generator(image_size, num_scales, aspect_ratios, anchor_size)
+        self.anchor_generator = anchor_generator
+        label_encoder = _deserialize(label_encoder)
+        if label_encoder is None:
+            label_encoder = SSDLiteLabelEncoder(
+                anchor_generator,
+                bounding_box_format=bounding_box_format,
+                positive_threshold=positive_threshold,
+                negative_threshold=negative_threshold,
+                box_variance=box_variance,
+                name="label_encoder",
+            )
+        self.label_encoder = label_encoder
+        prediction_decoder = _deserialize(prediction_decoder)
+        if prediction_decoder is None:
+            prediction_decoder = NonMaxSuppression(
+                bounding_box_format="xyxy",
+                from_logits=True,
+                iou_threshold=iou_threshold,
+                confidence_threshold=score_threshold,
+                max_detections=max_detections,
+                name="prediction_decoder",
+            )
+        self._prediction_decoder = prediction_decoder
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
-        self.feature_extractor = keras.Model(
-            backbone.inputs,
-            {level: backbone.pyramid_outputs[level] for level in ("P4", "P5")},
-            name="pyramid",
-        )
+        self.feature_extractor = pyramid_model(backbone, ("P4", "P5"))
         num_extra = len(levels) - 2
         self.extra_blocks = [
             SSDLiteExtraBlock(
@@ -473,6 +229,12 @@ class SSDLiteObjectDetector(ObjectDetector):
             "bbox_regression": keras.layers.Concatenate(axis=1, dtype=head_dtype, name="bbox_regression")(box_outputs),
             "cls_logits": keras.layers.Concatenate(axis=1, dtype="float32", name="cls_logits")(class_outputs),
         }
+        num_anchors = ops.shape(anchor_boxes(anchor_generator, ops.zeros((1,) + image_size + (3,))))[0]
+        if num_anchors != outputs["bbox_regression"].shape[1]:
+            raise ValueError(
+                f"`anchor_generator` gives {num_anchors} anchors for {image_size} images, but the predictors "
+                f"on levels {levels} make {outputs['bbox_regression'].shape[1]}: it must span exactly those levels."
+            )
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
@@ -577,24 +339,19 @@ class SSDLiteObjectDetector(ObjectDetector):
     def prediction_decoder(self):
         return self._prediction_decoder
 
+    def anchors(self):
+        """The detector's anchors: (N, 4) xyxy input pixels, in the order of its outputs.
+
+        Example:
+        ```python
+        detector.anchors().shape  # (detector.output["bbox_regression"].shape[1], 4)
+        ```
+        """
+        return anchor_boxes(self.anchor_generator, ops.zeros((1,) + self.image_size + (3,)))
+
     def decode_raw_outputs(self, box_deltas, class_logits):
         """Raw model outputs to boxes in xyxy input pixels and class logits."""
-        height, width = self.image_size
-        anchors = self.label_encoder.anchors(ops.zeros((1, height, width, 3)))
-        boxes = bounding_boxes.decode_deltas_to_boxes(
-            anchors=anchors,
-            boxes_delta=box_deltas,
-            anchor_format="xyxy",
-            box_format="xyxy",
-            encoded_format="center_xywh",
-            variance=self.box_variance,
-        )
-        x0, y0, x1, y1 = ops.unstack(boxes, 4, axis=-1)
-        boxes = ops.stack(
-            [ops.clip(x0, 0.0, width), ops.clip(y0, 0.0, height), ops.clip(x1, 0.0, width), ops.clip(y1, 0.0, height)],
-            axis=-1,
-        )
-        return boxes, class_logits
+        return decode_boxes(self.anchors(), box_deltas, self.box_variance, self.image_size), class_logits
 
     def decode_predictions(self, predictions, data=None):
         boxes, logits = self.decode_raw_outputs(predictions["bbox_regression"], predictions["cls_logits"])
@@ -648,6 +405,9 @@ class SSDLiteObjectDetector(ObjectDetector):
             bn_momentum=self.bn_momentum,
             pixel_mean=list(self.pixel_mean),
             pixel_variance=list(self.pixel_variance),
+            anchor_generator=keras.layers.serialize(self.anchor_generator),
+            label_encoder=keras.layers.serialize(self.label_encoder),
+            prediction_decoder=keras.layers.serialize(self._prediction_decoder),
         )
         return config
 
@@ -665,52 +425,7 @@ class SSDLiteObjectDetector(ObjectDetector):
         detector = heads.SSDLiteObjectDetector.from_preset("my_ssdlite")
         ```
         """
-        loader = get_preset_loader(preset)
-        return loader.load_task(cls, load_weights, True, **kwargs)
-
-
-def clean_detection_targets(targets, num_classes, image_size, bounding_box_format="xyxy"):
-    """Checks and cleans padded detection targets (numpy).
-
-    Boxes are clipped to the image; boxes with no area after clipping become
-    padding (-1 box, label -1). Labels must be -1 (padding) or in
-    `[0, num_classes)`.
-
-    Example:
-    ```python
-    clean_detection_targets({"boxes": [[[-5, 10, 20, 90]]], "labels": [[0]]}, 3, 64)
-    # boxes [[[0, 10, 20, 64]]], labels [[0]]
-    ```
-    """
-    height, width = check_image_size(image_size)
-    boxes = np.array(keras.ops.convert_to_numpy(targets["boxes"]), dtype="float32")
-    labels = np.array(keras.ops.convert_to_numpy(targets["labels"]))
-    if boxes.shape[-1] != 4 or boxes.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"`boxes` must have shape labels.shape + (4,); got boxes {boxes.shape} and labels {labels.shape}."
-        )
-    if labels.size and np.any(np.round(labels) != labels):
-        raise ValueError(f"`labels` must be integers, got {labels[np.round(labels) != labels][:5].tolist()}.")
-    labels = labels.astype("int32")
-    bad = labels[(labels >= num_classes) | (labels < -1)]
-    if bad.size:
-        raise ValueError(
-            f"labels must be in [0, {num_classes}) or -1 for padding; got {int(bad[0])} (num_classes={num_classes})."
-        )
-    padding = labels < 0
-    xyxy = np.array(
-        bounding_boxes.convert_format(boxes, source=bounding_box_format, target="xyxy", height=height, width=width)
-    )
-    xyxy[..., 0::2] = np.clip(xyxy[..., 0::2], 0, width)
-    xyxy[..., 1::2] = np.clip(xyxy[..., 1::2], 0, height)
-    degenerate = (xyxy[..., 2] <= xyxy[..., 0]) | (xyxy[..., 3] <= xyxy[..., 1])
-    drop = padding | degenerate
-    boxes = np.array(
-        bounding_boxes.convert_format(xyxy, source="xyxy", target=bounding_box_format, height=height, width=width)
-    )
-    boxes[drop] = -1.0
-    labels[drop] = -1
-    return {"boxes": boxes.astype("float32"), "labels": labels}
+        return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
 def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="xyxy", **kwargs):
@@ -735,18 +450,8 @@ def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="x
     """
     num_classes = check_positive_int("num_classes", num_classes)
     image_size = check_image_size(image_size)
-    detector_args = set(SSDLiteObjectDetector.__init__.__code__.co_varnames) | {"name"}
-    detector_kwargs = {k: v for k, v in kwargs.items() if k in detector_args}
-    backbone_kwargs = {k: v for k, v in kwargs.items() if k not in detector_args}
-    if isinstance(backbone, str):
-        import keras_hub
-
-        backbone = keras_hub.models.Backbone.from_preset(backbone, **backbone_kwargs)
-    elif backbone_kwargs:
-        raise TypeError(
-            f"Unexpected arguments {sorted(backbone_kwargs)}: preset arguments only apply when "
-            "`backbone` is a preset name."
-        )
+    detector_kwargs, backbone_kwargs = split_task_kwargs(SSDLiteObjectDetector, kwargs)
+    backbone = resolve_backbone(backbone, backbone_kwargs)
     return SSDLiteObjectDetector(
         backbone,
         num_classes=num_classes,

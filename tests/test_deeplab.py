@@ -11,8 +11,8 @@ import mnet_backbones
 from heads.deeplab import (
     AtrousSpatialPyramidPooling,
     BilinearResize,
-    ConvBNReLU,
     atrous_rates_for,
+    conv_bn_relu,
     segmentation_metrics,
 )
 
@@ -107,7 +107,7 @@ def test_round_trips_keras_file_and_preset(tmp_path):
     assert loaded.backbone.output_stride == 16 and loaded.num_classes == 3
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
     for layer in (
-        ConvBNReLU(8, 3, separable=True, dilation_rate=2),
+        *conv_bn_relu(8, 3, separable=True, dilation_rate=2),
         AtrousSpatialPyramidPooling(8, (1, 2)),
         BilinearResize((5, 7)),
     ):

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import heads
-from heads.ssdlite import SSDLiteLabelEncoder, clean_detection_targets, ssdlite_levels
+from heads.anchors import ssdlite_levels
+from heads.label_encoder import SSDLiteLabelEncoder
+from heads.targets import clean_detection_targets
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 3
