@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 
+echo "== ruff: format and lint (config in pyproject.toml)"
+ruff format --check .
+ruff check .
+
 # Tests of the model code itself: layers, builder, backbone, classifier, presets.
 MODEL_TESTS=(
+  tests/test_layering.py
   tests/test_layers.py
   tests/test_architectures.py
   tests/test_presets.py

@@ -14,9 +14,11 @@ from mnet_backbones.layers import (
     MobileMultiQueryAttention,
     SqueezeExcite,
     gelu,
+    get_activation,
     hard_sigmoid,
     hard_swish,
-    integer_graph,
+    hard_swish_int8,
+    map_size,
     symmetric_pads,
 )
 
@@ -45,19 +47,49 @@ def test_activation_formulas():
     np.testing.assert_allclose(ops.convert_to_numpy(gelu(tensor)), exact, atol=1e-6)
 
 
-def test_integer_graph_form_of_hard_swish_is_the_same_function_and_scoped():
+def test_int8_form_of_hard_swish_is_the_same_function():
     x = np.linspace(-6, 6, 49).astype("float32")
     expected = x * np.clip(x + 3, 0, 6) / 6
-    with integer_graph():
-        inside = ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x)))
-        with integer_graph():
-            pass
-        still_inside = ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x)))
-    np.testing.assert_allclose(inside, expected, atol=1e-6)
-    np.testing.assert_allclose(still_inside, expected, atol=1e-6)
-    with pytest.raises(RuntimeError), integer_graph():
-        raise RuntimeError("the form is restored on the way out")
-    np.testing.assert_allclose(ops.convert_to_numpy(hard_swish(ops.convert_to_tensor(x))), expected, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(hard_swish_int8(ops.convert_to_tensor(x))), expected, atol=1e-6)
+    assert get_activation("hard_swish") is hard_swish
+    assert get_activation("hard_swish", "int8") is hard_swish_int8
+    assert get_activation("relu", "int8") is get_activation("relu")  # the form only touches hard-swish
+
+
+def test_hard_swish_form_is_a_layer_argument():
+    # Two layers of either form side by side in one process: nothing global.
+    fused = ConvBNAct(8, 3, activation="hard_swish")
+    integer = ConvBNAct(8, 3, activation="hard_swish", hard_swish_form="int8")
+    x = _images((1, 6, 6, 4))
+    fused(x), integer(x)
+    integer.set_weights(fused.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(integer(x)), ops.convert_to_numpy(fused(x)), atol=1e-6)
+    assert fused._activation_fn is hard_swish and integer._activation_fn is hard_swish_int8
+    assert ConvBNAct.from_config(integer.get_config()).hard_swish_form == "int8"
+    # Blocks hand it to their convolutions.
+    block = InvertedBottleneck(8, 2.0, mid_kernel=3, activation="hard_swish", hard_swish_form="int8")
+    block(x[..., :4].repeat(2, axis=-1))
+    assert block.expand._activation_fn is hard_swish_int8
+    with pytest.raises(ValueError, match="hard_swish_form"):
+        ConvBNAct(8, activation="hard_swish", hard_swish_form="quantized")
+
+
+def test_map_size_is_constant_where_the_map_size_is_known():
+    assert map_size(ops.ones((2, 5, 7, 3))) == (-1, 5, 7)
+    # Unknown sizes are read at run time, so one traced graph serves every size.
+    inputs = keras.Input((None, None, 3))
+    batch, height, width = map_size(inputs)
+    assert not isinstance(height, int) and not isinstance(width, int)
+
+
+def test_conv_bn_act_takes_a_kernel_initializer():
+    he = ConvBNAct(8, 3)
+    glorot = ConvBNAct(8, 3, kernel_initializer="glorot_uniform")
+    assert isinstance(he.conv.kernel_initializer, keras.initializers.VarianceScaling)
+    assert isinstance(glorot.conv.kernel_initializer, keras.initializers.GlorotUniform)
+    restored = ConvBNAct.from_config(glorot.get_config())
+    assert isinstance(restored.conv.kernel_initializer, keras.initializers.GlorotUniform)
+    assert ConvBNAct.from_config(he.get_config()).kernel_initializer is None
 
 
 @pytest.mark.parametrize("size", [8, 9])

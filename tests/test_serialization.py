@@ -6,6 +6,7 @@ import pytest
 
 from conftest import ALL_PRESETS, ONE_PER_GENERATION, randomize_statistics
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+from mnet_backbones.layers import hard_swish_int8
 
 IMAGES = np.random.default_rng(0).normal(size=(2, 48, 40, 3)).astype("float32")
 
@@ -96,3 +97,17 @@ def test_head_dtype_survives_keras_files(tmp_path, float32_policy):
         model.save(path)
         restored = keras.models.load_model(path)
         assert restored.get_layer("predictions").compute_dtype == dtype
+
+
+def test_hard_swish_form_travels_with_the_backbone_config():
+    # The exporter's int8 copy: same function, the form XNNPACK's int8 path runs.
+    fused = MobileNetImageClassifier(MobileNetBackbone("mobilenetv3_small", width_multiplier=0.5), num_classes=7)
+    config = {**fused.backbone.get_config(), "hard_swish_form": "int8"}
+    integer = MobileNetImageClassifier(MobileNetBackbone.from_config(config), num_classes=7)
+    integer.set_weights(fused.get_weights())
+    assert integer.backbone.get_layer("stem")._activation_fn is hard_swish_int8
+    assert integer.get_layer("head_activation").activation is hard_swish_int8
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(integer(x)), keras.ops.convert_to_numpy(fused(x)), rtol=1e-5, atol=1e-5
+    )
