@@ -184,3 +184,15 @@ def test_detections_to_coco_skips_padding():
     (result,) = detections_to_coco(detections, records, categories, (10, 10))
     assert result["image_id"] == 7 and result["category_id"] == 9
     np.testing.assert_allclose(result["bbox"], [1, 4, 2, 4])  # y doubled: 20 high from 10
+
+
+@pytest.mark.parametrize("batch_size", [2.7, 16.0, 0, True, "4"])
+def test_load_coco_takes_only_a_positive_int_batch_size(shapes, batch_size):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+        load_coco(shapes["annotations"], shapes["images"], image_size=32, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("num_images", [2.0, 1.5, 0])
+def test_make_shapes_takes_only_a_positive_int_num_images(tmp_path, num_images):
+    with pytest.raises(ValueError, match="`num_images` must be a positive int"):
+        make_shapes(str(tmp_path), num_images=num_images, image_size=32)

@@ -163,3 +163,11 @@ def test_make_shapes_masks_load_with_four_classes(tmp_path):
     images, masks = next(iter(dataset))
     assert tuple(images.shape) == (4, 32, 32, 3)
     assert set(np.unique(np.asarray(masks))) <= {0, 1, 2, 3} and np.asarray(masks).max() > 0
+
+
+@pytest.mark.parametrize("batch_size", [2.0, 0])
+def test_load_segmentation_takes_only_a_positive_int_batch_size(voc_set, batch_size):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+        heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=batch_size)
+    with pytest.raises(ValueError, match="`image_size`"):
+        heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 0, batch_size=2)

@@ -3,11 +3,12 @@
 import json
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from heads._validation import check_image_size
 from heads.datasets._random import split, with_seeds
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 
 def read_coco(annotation_file, image_dir):
@@ -78,8 +79,6 @@ def read_coco(annotation_file, image_dir):
 def _convert_from_xyxy(boxes, bounding_box_format, height, width):
     if bounding_box_format == "xyxy":
         return boxes
-    import keras
-
     valid = tf.reduce_max(boxes, axis=-1, keepdims=True) >= 0
     converted = keras.utils.bounding_boxes.convert_format(
         boxes, source="xyxy", target=bounding_box_format, height=height, width=width
@@ -163,9 +162,7 @@ def load_coco(
     ```
     """
     height, width = check_image_size(image_size, minimum=1)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+    batch_size = check_positive_int("batch_size", batch_size)
     records, _ = read_coco(annotation_file, image_dir)
     if not records:
         raise ValueError(f"{annotation_file} lists no images.")

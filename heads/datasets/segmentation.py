@@ -9,6 +9,10 @@ colours.
 import os
 
 import numpy as np
+import tensorflow as tf
+
+from heads.datasets._random import split, with_seeds
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 IGNORE_LABEL = 255
@@ -106,18 +110,6 @@ def read_image(path):
         return np.array(image.convert("RGB"))
 
 
-def _size_pair(image_size):
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    if (
-        not isinstance(image_size, (tuple, list))
-        or len(image_size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in image_size)
-    ):
-        raise ValueError(f"`image_size` must be a positive int or a (height, width) pair, got {image_size!r}.")
-    return tuple(image_size)
-
-
 def load_segmentation(
     image_dir,
     mask_dir,
@@ -162,13 +154,8 @@ def load_segmentation(
     images, masks = next(iter(dataset))  # (4, 64, 64, 3), (4, 64, 64, 1)
     ```
     """
-    import tensorflow as tf
-
-    from heads.datasets._random import split, with_seeds
-
-    height, width = _size_pair(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+    height, width = check_image_size(image_size, minimum=1)
+    batch_size = check_positive_int("batch_size", batch_size)
     low, high = scale_range
     if not 0 < low <= high:
         raise ValueError(f"`scale_range` must be (min, max) with 0 < min <= max, got {scale_range!r}.")

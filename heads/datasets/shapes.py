@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from heads._validation import check_image_size
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
 MAX_SHAPES = 4
@@ -76,8 +76,7 @@ def make_shapes(out_dir, num_images, image_size, seed=0):
     dataset = heads.datasets.load_coco(paths["annotations"], paths["images"], 256, 8)
     ```
     """
-    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-        raise ValueError(f"`num_images` must be a positive int, got {num_images!r}.")
+    num_images = check_positive_int("num_images", num_images)
     height, width = check_image_size(image_size, minimum=16)
     paths = {
         "annotations": os.path.join(out_dir, "annotations.json"),
