@@ -1,11 +1,68 @@
 """Dense-prediction heads (SSDLite, DeepLabV3+) on any keras-hub feature pyramid.
 
 Heads see only a backbone's `pyramid_outputs`; they never import backbone
-internals, so any `keras_hub.models.FeaturePyramidBackbone` with P2-P5 serves.
-Data loaders and the synthetic shapes set are in `heads.datasets`.
+internals, so any `keras_hub.models.FeaturePyramidBackbone` with the levels
+they read serves.
+
+Modules:
+- `heads.ssdlite`: the `SSDLiteObjectDetector` task and `create_ssdlite`,
+  assembled from
+  - `heads.anchors`: the levels SSDLite predicts on and its anchor generator;
+  - `heads.box_coding`: boxes as deltas against anchors and back
+    (`encode_boxes`, `decode_boxes`, `SSD_BOX_VARIANCE`);
+  - `heads.label_encoder`: `SSDLiteLabelEncoder`, the training targets;
+  - `heads.targets`: `clean_detection_targets`, numpy checks of targets;
+  - `heads.ssdlite_layers`: `SSDLiteExtraBlock` and `SSDLitePredictor`.
+- `heads.deeplab`: the `DeepLabV3PlusSegmenter` task, `create_deeplabv3plus`,
+  its ASPP and resize layers.
+- `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
+- `heads.pyramid`: how a head takes a backbone (checks, the pyramid model,
+  a preset name's backbone).
+- `heads.coco_eval`, `heads.segmentation_eval`: whole-set metrics
+  (`evaluate_coco`, `evaluate_segmentation`).
+- `heads.datasets`: `tf.data` loaders (COCO, VOC-style segmentation) and the
+  synthetic shapes set.
+
+`import heads` loads the models only: the evaluation modules and the
+TensorFlow data stack load on first use (`heads.evaluate_coco`,
+`heads.datasets`, or an explicit import).
 """
 
-from heads.coco_eval import evaluate_coco
+import importlib
+
+from heads.box_coding import decode_boxes, encode_boxes
 from heads.deeplab import DeepLabV3PlusSegmenter, create_deeplabv3plus
-from heads.segmentation_eval import evaluate_segmentation
+from heads.label_encoder import SSDLiteLabelEncoder
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
+
+# Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
+_LAZY = {
+    "datasets": ("heads.datasets", None),
+    "evaluate_coco": ("heads.coco_eval", "evaluate_coco"),
+    "evaluate_segmentation": ("heads.segmentation_eval", "evaluate_segmentation"),
+}
+
+__all__ = [
+    "DeepLabV3PlusSegmenter",
+    "SSDLiteLabelEncoder",
+    "SSDLiteObjectDetector",
+    "create_deeplabv3plus",
+    "create_ssdlite",
+    "datasets",
+    "decode_boxes",
+    "encode_boxes",
+    "evaluate_coco",
+    "evaluate_segmentation",
+]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'heads' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
