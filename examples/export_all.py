@@ -15,8 +15,8 @@ import keras
 import numpy as np
 
 from mnet_backbones import MobileNetBackbone
-from mnet_backbones.export import run_exported
 from mnet_backbones.presets import PRESETS
+from mnet_tools.export import run_exported
 
 SHAPE = (64, 96, 3)
 

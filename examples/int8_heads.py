@@ -21,8 +21,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import heads  # noqa: E402
-from heads import ssdlite_export  # noqa: E402
-from mnet_backbones import export  # noqa: E402
+from mnet_tools import detection_export, export  # noqa: E402
+from mnet_tools.tables import markdown_table  # noqa: E402
 
 CALIBRATION_IMAGES = 64
 
@@ -36,7 +36,7 @@ class LiteRTDetector:
         self.bounding_box_format = detector.bounding_box_format
 
     def predict(self, dataset, verbose=0):
-        batches = [ssdlite_export.run_litert(self.path, keras.ops.convert_to_numpy(images)) for images in dataset]
+        batches = [detection_export.run_litert(self.path, keras.ops.convert_to_numpy(images)) for images in dataset]
         return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
@@ -108,8 +108,6 @@ def main(argv=None):
     parser.add_argument("--detection", default="runs/detection", help="the detection demo's --out-dir")
     parser.add_argument("--segmentation", default="runs/segmentation", help="the segmentation demo's --out-dir")
     args = parser.parse_args(argv)
-    from mnet_backbones.cli import markdown_table
-
     rows = []
     if os.path.exists(os.path.join(args.detection, "ssdlite.keras")):
         rows += detection_rows(args.detection)

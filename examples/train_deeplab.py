@@ -9,7 +9,7 @@ Run: python examples/train_deeplab.py [--minutes 15] [--out-dir runs/segmentatio
 
 import sys
 
-from heads import segmentation_demo
+from mnet_tools.demos import segmentation
 
 if __name__ == "__main__":
-    sys.exit(segmentation_demo.main())
+    sys.exit(segmentation.main())

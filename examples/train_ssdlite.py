@@ -8,7 +8,7 @@ Same as `mnet-backbones demo detection`. Usage:
 
 import sys
 
-from heads.detection_demo import main
+from mnet_tools.demos.detection import main
 
 if __name__ == "__main__":
     sys.exit(main())

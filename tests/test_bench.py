@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from conftest import REFERENCE
-from mnet_backbones import bench, cli
+from mnet_tools import bench, cli
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import ALL_PRESETS, PARITY_DIR, REFERENCE, relative_error, requires_parity_fixtures
-from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, cli
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
 from mnet_backbones.presets import PRESETS, preset_files
+from mnet_tools import cli
 
 
 def table_rows(text):
@@ -110,9 +111,9 @@ def test_bad_arguments_exit_with_status_2(argv, message, capsys):
 
 
 def test_python_dash_m_runs_the_cli(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["mnet_backbones", "list", "--no-params"])
+    monkeypatch.setattr(sys, "argv", ["mnet_tools", "list", "--no-params"])
     with pytest.raises(SystemExit) as exit:
-        runpy.run_module("mnet_backbones", run_name="__main__")
+        runpy.run_module("mnet_tools", run_name="__main__")
     assert exit.value.code == 0
     assert "mobilenetv4_hybrid_large" in capsys.readouterr().out
 
@@ -162,8 +163,7 @@ def test_demo_forwards_its_options_to_the_demo(monkeypatch):
     received = []
     fake = type(sys)("fake_demo")
     fake.main = lambda argv: received.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "fake_demo", fake)
-    monkeypatch.setitem(cli.DEMOS, "detection", "fake_demo")
+    monkeypatch.setitem(cli.DEMOS, "detection", fake)
     assert cli.main(["demo", "detection", "--minutes", "1", "--out-dir", "x"]) == 0
     assert received == [["--minutes", "1", "--out-dir", "x"]]
 
@@ -174,3 +174,12 @@ def test_demo_names_the_allowed_demos(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "'classification'" in error and "detection" in error and "segmentation" in error
+
+
+def test_demo_without_a_name_asks_for_the_demo_only(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "required: demo" in error
+    assert "demo_options" not in error and "demo_args" not in error

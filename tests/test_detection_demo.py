@@ -6,7 +6,7 @@ import re
 import keras
 import pytest
 
-from heads import detection_demo
+from mnet_tools.demos import detection
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="the demo is checked once, on TensorFlow"
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_demo_prints_its_figures_and_saves_a_picture(tmp_path, capsys):
     picture = tmp_path / "boxes.png"
-    status = detection_demo.main([
+    status = detection.main([
         "--out-dir", str(tmp_path), "--backbone", "mobilenetv1_025", "--train-images", "8",
         "--val-images", "4", "--image-size", "64", "--batch-size", "4", "--epochs", "1",
         "--picture", str(picture),

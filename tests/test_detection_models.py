@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import heads
-from heads import ssdlite_export
+from mnet_tools import detection_export
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -116,10 +116,10 @@ def test_predictions_follow_the_box_format(trained):
 def test_litert_export_detects_what_keras_detects(trained, tmp_path):
     pytest.importorskip("ai_edge_litert.interpreter")
     detector, _ = trained
-    tflite, settings = ssdlite_export.export_litert(detector, str(tmp_path / "ssdlite.tflite"))
+    tflite, settings = detection_export.export_litert(detector, str(tmp_path / "ssdlite.tflite"))
     images = toy_images()
     expected = detector.predict(images, verbose=0)
-    actual = ssdlite_export.run_litert(tflite, images)
+    actual = detection_export.run_litert(tflite, images)
     np.testing.assert_array_equal(actual["num_detections"], expected["num_detections"])
     assert int(expected["num_detections"].sum()) >= 3
     for i in range(2):
@@ -149,3 +149,24 @@ def test_our_backbone_serves_keras_hub_retinanet():
     detections = detector.predict(images, verbose=0)
     assert set(detections) >= {"boxes", "confidence", "labels", "num_detections"}
     assert detections["boxes"].shape[0] == 2
+
+
+def test_litert_postprocessing_decodes_what_the_keras_detector_decodes():
+    """The same raw outputs through the detector's decoder and through the numpy post-processing."""
+    keras.utils.set_random_seed(2)
+    # Random weights: scores sit near the classification prior (0.01), so a
+    # threshold below it keeps detections for NMS to sort out.
+    detector = heads.create_ssdlite("mobilenetv4_conv_small", 3, image_size=IMAGE_SIZE, load_weights=False,
+                                    score_threshold=0.005, max_detections=20)  # fmt: skip
+    raw = detector(toy_images(), training=False)
+    expected = {key: keras.ops.convert_to_numpy(value) for key, value in detector.decode_predictions(raw).items()}
+    actual = detection_export.postprocess(
+        keras.ops.convert_to_numpy(raw["bbox_regression"]),
+        keras.ops.convert_to_numpy(raw["cls_logits"]),
+        **detection_export.postprocess_settings(detector),
+    )
+    assert int(expected["num_detections"].min()) >= 5
+    np.testing.assert_array_equal(actual["num_detections"], expected["num_detections"])
+    np.testing.assert_allclose(actual["boxes"], expected["boxes"], atol=1e-3)
+    np.testing.assert_allclose(actual["confidence"], expected["confidence"], atol=1e-5)
+    np.testing.assert_array_equal(actual["labels"], expected["labels"])

@@ -14,17 +14,17 @@ from conftest import (
     requires_parity_fixtures,
 )
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
-from mnet_backbones.export import xnnpack_coverage
+from mnet_tools.litert import run, xnnpack_coverage
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="LiteRT export is checked on the TensorFlow backend, where Keras converts "
     "through TensorFlow's TFLite converter; run with KERAS_BACKEND=tensorflow.",
 )
-Interpreter = pytest.importorskip(
+pytest.importorskip(
     "ai_edge_litert.interpreter",
     reason="the LiteRT interpreter comes with `pip install ai-edge-litert`",
-).Interpreter
+)
 
 # Not square, so that a height/width mix-up in a reshape shows.
 IMAGE_SHAPE = (64, 96, 3)
@@ -36,14 +36,8 @@ def images(height, width, batch=2, seed=0):
 
 
 def run_litert(path, inputs):
-    interpreter = Interpreter(model_path=str(path))
-    (input_details,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(input_details["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_details["index"], inputs)
-    interpreter.invoke()
-    (output_details,) = interpreter.get_output_details()
-    return interpreter.get_tensor(output_details["index"])
+    (output,) = run(path, inputs)
+    return output
 
 
 def export_litert(model, directory):

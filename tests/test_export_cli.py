@@ -1,4 +1,4 @@
-"""`mnet_backbones.export` and `mnet-backbones export`: LiteRT and ONNX files that
+"""`mnet_tools.export` and `mnet-backbones export`: LiteRT and ONNX files that
 compute what Keras computes, and int8 files that are integer inside and agree."""
 
 import os
@@ -10,7 +10,7 @@ from PIL import Image
 
 import heads
 from conftest import ONE_PER_GENERATION, PARITY_DIR, condition, requires_parity_fixtures
-from mnet_backbones import cli, export
+from mnet_tools import cli, detection_export, export, litert
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -70,7 +70,7 @@ def test_int8_classifier_from_timm_weights_is_integer_and_agrees(tmp_path, capsy
     snapshot = os.path.join(PARITY_DIR, "mobilenetv4_conv_small")
     argv = ["export", snapshot, str(out), "--image-size", "224", "--int8", "--calibration-data", str(calibration)]
     assert cli.main(argv) == 0
-    assert export.is_full_integer(out)
+    assert litert.is_full_integer(out)
     float_size = 3_774_024 * 4  # the classifier's parameters in float32
     assert out.stat().st_size < 0.4 * float_size
     printed = capsys.readouterr().out
@@ -88,9 +88,9 @@ def test_xnnpack_runs_the_whole_of_mobilenetv3_in_int8_and_float(tmp_path):
     float_path = export.export_model(model, tmp_path / "float.tflite", image_size=SIZE)
     int8_path = export.export_model(model, tmp_path / "int8.tflite", image_size=SIZE, int8=True,
                                     calibration_images=inputs)  # fmt: skip
-    assert export.xnnpack_coverage(float_path) == {"partitions": 1, "outside": {}}
-    assert export.xnnpack_coverage(int8_path) == {"partitions": 1, "outside": {}}
-    assert export.is_full_integer(int8_path)
+    assert litert.xnnpack_coverage(float_path) == {"partitions": 1, "outside": {}}
+    assert litert.xnnpack_coverage(int8_path) == {"partitions": 1, "outside": {}}
+    assert litert.is_full_integer(int8_path)
     # The form is the export's: the Keras model still computes what it did.
     assert export.compare(model, float_path, inputs)["max_relative_error"] < FLOAT_TOLERANCE
     assert export.compare(model, int8_path, inputs)["max_relative_error"] < 0.2
@@ -102,7 +102,7 @@ def test_xnnpack_coverage_names_the_operators_it_leaves_out(tmp_path):
     model = keras.Model(inputs, outputs)
     path = export.export_model(model, tmp_path / "m.tflite", int8=True,
                                calibration_images=smooth_images(4, (16, 16), seed=3) / 127.5 - 1)  # fmt: skip
-    assert export.xnnpack_coverage(path) == {"partitions": 2, "outside": {"HARD_SWISH": 1}}
+    assert litert.xnnpack_coverage(path) == {"partitions": 2, "outside": {"HARD_SWISH": 1}}
 
 
 def test_int8_needs_calibration_data_and_litert(tmp_path, capsys):
@@ -164,8 +164,8 @@ def test_int8_segmenter_is_integer_and_mostly_agrees(segmenter, tmp_path):
     calibration = smooth_images(8, SIZE, seed=4)
     path = export.export_model(model, tmp_path / "seg_int8.tflite", int8=True, calibration_images=calibration,
                                batch_size=1)  # fmt: skip
-    assert export.is_full_integer(path)
-    assert export.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
+    assert litert.is_full_integer(path)
+    assert litert.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
     report = export.compare(model, path, smooth_images(4, SIZE, seed=5))  # four images through a batch-1 file
     assert report["pixel_agreement"] > 0.8
 
@@ -176,8 +176,8 @@ def test_a_fixed_batch_lets_xnnpack_take_the_dilated_convolutions(segmenter, tmp
     fixed = export.export_model(model, tmp_path / "fixed.tflite", batch_size=1)
     # With a free batch the converter writes each dilated depthwise convolution
     # as SPACE_TO_BATCH / convolution / BATCH_TO_SPACE, and XNNPACK takes neither.
-    assert set(export.xnnpack_coverage(free)["outside"]) == {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
-    assert export.xnnpack_coverage(fixed) == {"partitions": 1, "outside": {}}
+    assert set(litert.xnnpack_coverage(free)["outside"]) == {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+    assert litert.xnnpack_coverage(fixed) == {"partitions": 1, "outside": {}}
     report = export.compare(model, fixed, smooth_images(3, SIZE, seed=9))
     assert report["max_relative_error"] < FLOAT_TOLERANCE
 
@@ -192,20 +192,18 @@ def test_detector_from_a_keras_file_exports_raw_outputs(detector, format, tmp_pa
 
 
 def test_int8_detector_keeps_its_detections(detector, tmp_path):
-    from heads import ssdlite_export
-
     model, _ = detector
     calibration = smooth_images(8, (64, 64), seed=7)
     path = export.export_model(model, tmp_path / "det_int8.tflite", int8=True, calibration_images=calibration)
-    assert export.is_full_integer(path)
-    assert export.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
+    assert litert.is_full_integer(path)
+    assert litert.xnnpack_coverage(path) == {"partitions": 1, "outside": {}}
     assert os.path.exists(tmp_path / "det_int8_postprocess.npz")
     report = export.compare(model, path, smooth_images(2, (64, 64), seed=8))
     # A random network quantises worse than a trained one (its outputs are
     # noise-sized): this catches a broken file (error ~1), while the detection
     # demo measures what int8 costs a trained detector in AP.
     assert report["mean_relative_error"] < 0.5
-    detections = ssdlite_export.run_litert(path, smooth_images(2, (64, 64), seed=8))
+    detections = detection_export.run_litert(path, smooth_images(2, (64, 64), seed=8))
     assert detections["boxes"].shape[-1] == 4
 
 

@@ -4,7 +4,8 @@ import keras
 import pytest
 
 from conftest import ALL_PRESETS, REFERENCE
-from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, count_macs
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+from mnet_tools.macs import count_macs
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="count_macs reads the TensorFlow graph")
 

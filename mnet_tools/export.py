@@ -7,7 +7,7 @@ saved preset folder or a `.keras` file into the model to export.
 
 Example:
 ```python
-from mnet_backbones import export
+from mnet_tools import export
 
 model, normalize = export.load_model("mobilenetv4_conv_small", load_weights=False)
 export.export_model(model, "small.tflite", image_size=(224, 224))
@@ -20,24 +20,31 @@ Export goes through Keras's own `model.export` on the TensorFlow backend
 (LiteRT through TensorFlow's converter, ONNX through tf2onnx); int8 is the
 converter's full-integer post-training quantisation: every operator runs in
 int8 and only the model's float input and outputs are (de)quantised at its
-edges, so the file takes and returns float32 like the float one.
+edges, so the file takes and returns float32 like the float one. The int8
+file is traced from a copy of the model whose backbones write hard-swish in
+its int8 form (`hard_swish_form="int8"`), which XNNPACK runs in int8; the
+model itself is left as it is. LiteRT files run through `mnet_tools.litert`.
 """
 
-import collections
-import contextlib
 import os
 
 import keras
+import keras_hub
 import numpy as np
 
-from mnet_backbones.layers import integer_graph
+import heads  # noqa: F401  (registers the heads' classes, for loading .keras files)
+from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.classifier import MobileNetImageClassifier, MobileNetImageConverter
+from mnet_backbones.constants import IMAGENET_CLASSES
+from mnet_backbones.presets import PRESETS
+from mnet_backbones.validation import check_image_size, check_positive_int
+from mnet_tools import detection_export, litert
 
 FORMATS = ("litert", "onnx")
 SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 TASKS = ("classifier", "backbone")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_CALIBRATION_IMAGES = 100
-IMAGENET_CLASSES = 1000
 
 
 def _require_tensorflow(what):
@@ -51,8 +58,6 @@ def _require_tensorflow(what):
 
 def _kind(model):
     """ "detector", "segmenter", "classifier" or "backbone": what the outputs mean."""
-    import keras_hub
-
     if isinstance(model, keras_hub.models.ObjectDetector):
         return "detector"
     if isinstance(model, keras_hub.models.ImageSegmenter):
@@ -90,13 +95,6 @@ def load_model(source, task="classifier", load_weights=True, num_classes=None):
     backbones and classifiers; the identity for the heads, which normalise
     inside the model.
     """
-    import keras_hub
-
-    import heads  # noqa: F401  (registers the heads' classes for loading)
-    from mnet_backbones.backbone import MobileNetBackbone
-    from mnet_backbones.classifier import MobileNetImageClassifier, MobileNetImageConverter
-    from mnet_backbones.presets import PRESETS
-
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
     source = os.fspath(source)
@@ -139,10 +137,7 @@ def load_model(source, task="classifier", load_weights=True, num_classes=None):
 def model_image_size(model, image_size=None):
     """(height, width) to export at: `image_size`, else the model's fixed input size."""
     if image_size is not None:
-        image_size = tuple(int(v) for v in np.broadcast_to(image_size, (2,)))
-        if min(image_size) < 32:
-            raise ValueError(f"image_size must be at least 32 x 32, got {image_size}.")
-        return image_size
+        return check_image_size(image_size)
     height, width = model.inputs[0].shape[1:3]
     if height is None or width is None:
         raise ValueError(
@@ -215,7 +210,7 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
 
     The batch axis stays free unless `batch_size` is given. An SSDLite
     detector is written with raw outputs and its post-processing settings
-    beside it (`heads.ssdlite_export`).
+    beside it (`mnet_tools.detection_export`).
     """
     _require_tensorflow("Export")
     if format not in FORMATS:
@@ -225,8 +220,8 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
         raise ValueError(f"A {format} file must end with {SUFFIXES[format]!r}, got {path!r}.")
     if int8 and format != "litert":
         raise ValueError("int8 quantisation is available for format='litert' only.")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}.")
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
     height, width = model_image_size(model, image_size)
     signature = [keras.InputSpec(shape=(batch_size, height, width, 3), dtype="float32")]
     options = {}
@@ -244,14 +239,45 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
             f"An SSDLite detector exports at its own image_size {tuple(model.image_size)}, "
             f"got image_size={(height, width)}."
         )
-    with integer_graph() if int8 else contextlib.nullcontext():
-        if _kind(model) == "detector" and format == "litert":
-            from heads import ssdlite_export
-
-            ssdlite_export.export_litert(model, path, input_signature=signature, **options)
-        else:
-            model.export(path, format=format, input_signature=signature, verbose=False, **options)
+    if int8:
+        model = with_hard_swish_form(model, "int8")
+    if _kind(model) == "detector" and format == "litert":
+        detection_export.export_litert(model, path, input_signature=signature, **options)
+    else:
+        model.export(path, format=format, input_signature=signature, verbose=False, **options)
     return path
+
+
+def with_hard_swish_form(model, form):
+    """`model`, or a copy of it whose every `MobileNetBackbone` traces hard-swish in `form`.
+
+    The form ("fused" or "int8", see `mnet_backbones.layers.HARD_SWISH_FORMS`)
+    is a backbone constructor argument: the model is serialised, the argument
+    set in each backbone's config, the copy rebuilt and given the model's
+    weights. A model without a backbone to change comes back as it is.
+    """
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)  # the copy is traced, never trained
+    if not _set_hard_swish_form(config, form):
+        return model
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _set_hard_swish_form(config, form):
+    """Set `hard_swish_form` in every nested MobileNetBackbone config; True if one changed."""
+    changed = False
+    if isinstance(config, dict):
+        if config.get("class_name") == "MobileNetBackbone" and config["config"].get("hard_swish_form") != form:
+            config["config"]["hard_swish_form"] = form
+            changed = True
+        for value in config.values():
+            changed = _set_hard_swish_form(value, form) or changed
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            changed = _set_hard_swish_form(value, form) or changed
+    return changed
 
 
 # --------------------------------------------------------------------------
@@ -259,85 +285,19 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
 def run_exported(path, inputs):
     """Run a `.tflite` or `.onnx` file on `inputs`; returns its outputs as a list of arrays.
 
-    Outputs come in the order of the file's output names.
+    Outputs come in the order of the file's output names. LiteRT files run
+    through `mnet_tools.litert.run` (a fixed-batch file in chunks).
     """
     inputs = np.asarray(inputs, "float32")
     path = os.fspath(path)
-    if path.endswith(".onnx"):
-        import onnxruntime
+    if not path.endswith(".onnx"):
+        return litert.run(path, inputs)
+    import onnxruntime
 
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        (feed,) = session.get_inputs()
-        names = sorted(output.name for output in session.get_outputs())
-        return session.run(names, {feed.name: inputs})
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path)
-    (details,) = interpreter.get_input_details()
-    fixed_batch = int(details["shape_signature"][0])
-    if fixed_batch > 0 and fixed_batch != len(inputs):
-        if len(inputs) % fixed_batch:
-            raise ValueError(f"{path} takes batches of {fixed_batch}; got {len(inputs)} inputs.")
-        chunks = [run_exported(path, inputs[i : i + fixed_batch]) for i in range(0, len(inputs), fixed_batch)]
-        return [np.concatenate(parts) for parts in zip(*chunks)]
-    interpreter.resize_tensor_input(details["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(details["index"], inputs)
-    interpreter.invoke()
-    outputs = sorted(interpreter.get_output_details(), key=lambda detail: detail["name"])
-    return [interpreter.get_tensor(detail["index"]) for detail in outputs]
-
-
-def xnnpack_coverage(path):
-    """How LiteRT's default CPU delegate, XNNPACK, takes the file's operators.
-
-    Returns `{"partitions": n, "outside": {op_name: count}}`: `n` XNNPACK
-    subgraphs, and the operators it left to LiteRT's builtin kernels, which
-    split the graph. One partition and nothing outside means XNNPACK runs the
-    whole network.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=os.fspath(path))
-    interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
-    original = {op["index"]: op for op in ops if op["op_name"] != "DELEGATE"}
-    producer = {int(t): index for index, op in original.items() for t in op["outputs"]}
-    # Each XNNPACK node covers the operators between its inputs and its
-    # outputs: walk back from its outputs and stop at its inputs.
-    covered = set()
-    for delegate in delegates:
-        boundary = {int(t) for t in delegate["inputs"]}
-        stack = [int(t) for t in delegate["outputs"]]
-        while stack:
-            index = producer.get(stack.pop())
-            if index is None or index in covered:
-                continue
-            covered.add(index)
-            stack.extend(int(t) for t in original[index]["inputs"] if t >= 0 and int(t) not in boundary)
-    outside = collections.Counter(op["op_name"] for index, op in sorted(original.items()) if index not in covered)
-    return {"partitions": len(delegates), "outside": dict(outside)}
-
-
-def is_full_integer(path):
-    """True when every tensor the LiteRT file computes with, but its float input and outputs, is integer."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=os.fspath(path))
-    edges = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
-    ops = interpreter._get_ops_details()
-    float_ops = [
-        op["op_name"]
-        for op in ops
-        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
-        and any(
-            interpreter._get_tensor_details(i, 0)["dtype"] == np.float32
-            for i in list(op["inputs"]) + list(op["outputs"])
-            if i >= 0 and i not in edges
-        )
-    ]
-    return not float_ops
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (feed,) = session.get_inputs()
+    names = sorted(output.name for output in session.get_outputs())
+    return session.run(names, {feed.name: inputs})
 
 
 def _keras_outputs(model, inputs):

@@ -10,6 +10,7 @@ Run: `mnet-backbones demo detection --out-dir runs/detection` or
 """
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -17,8 +18,11 @@ import time
 
 import keras
 import numpy as np
+from PIL import Image
 
-from heads.plotting import pyplot
+import heads
+from heads.datasets import load_coco, make_shapes
+from mnet_tools.plotting import pyplot
 
 
 def parse_args(argv=None):
@@ -90,10 +94,6 @@ def save_picture(path, images, detections, class_names, min_confidence=0.3, colu
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # Noisy backgrounds compress badly as true colour: a 256-colour palette
     # keeps the picture small enough to live in the repository.
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=72, format="png")
     plt.close(figure)
@@ -106,14 +106,11 @@ def main(argv=None):
 
     Example:
     ```python
-    from heads import detection_demo
-    detection_demo.main(["--out-dir", "/tmp/det", "--minutes", "1", "--train-images", "64"])
+    from mnet_tools.demos import detection
+    detection.main(["--out-dir", "/tmp/det", "--minutes", "1", "--train-images", "64"])
     ```
     """
     args = parse_args(argv)
-    import heads
-    from heads.datasets import load_coco, make_shapes
-
     keras.utils.set_random_seed(args.seed)
     train_files = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
     val_files = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)

@@ -3,7 +3,7 @@
 Everything is measured in one run on one machine, so that the ratios
 (ours / keras.applications) mean something on a shared, noisy computer:
 each figure is the median of repeated timings, and each of our models is timed
-right next to its peer. `python -m mnet_backbones bench --help` lists the
+right next to its peer. `mnet-backbones bench --help` lists the
 options; `run_benchmark` is the library entry point.
 
 What is measured per preset, at its reference resolution, with random weights
@@ -12,8 +12,8 @@ What is measured per preset, at its reference resolution, with random weights
 - parameters and MACs (`count_macs`) of the 1000-class classifier;
 - Keras on TensorFlow in graph mode (`tf.function`, no XLA: on CPU XLA is
   slower for these models), batch 1 and batch 32;
-- LiteRT float32 and full-integer int8 (`mnet_backbones.export`), batch 1,
-  2 threads;
+- LiteRT float32 and full-integer int8 (`mnet_tools.export`), batch 1,
+  on `mnet_tools.litert`'s 2 threads;
 - the peak resident memory of a fresh process that loads the LiteRT model
   and runs it (`ru_maxrss`, minus that of a process that only imports the
   interpreter);
@@ -25,7 +25,7 @@ What is measured per preset, at its reference resolution, with random weights
   interleaved probe: OpenBLAS's threads keep spinning after a product and
   slow whatever LiteRT runs next on a 2-core machine.)
 - how many XNNPACK partitions the int8 file falls into (one when XNNPACK
-  runs all of it, `export.xnnpack_coverage`), and the int8 speed-up this
+  runs all of it, `litert.xnnpack_coverage`), and the int8 speed-up this
   machine gives a plain stack of 1x1 convolutions in LiteRT: the ceiling for
   a model's int8 speed-up here.
 
@@ -41,22 +41,21 @@ import dataclasses
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import keras
 import numpy as np
 
-from mnet_backbones import export
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
-from mnet_backbones.macs import count_macs
+from mnet_backbones.constants import IMAGENET_CLASSES
 from mnet_backbones.presets import PRESETS
+from mnet_tools import export, litert
+from mnet_tools.macs import count_macs
+from mnet_tools.plotting import pyplot
+from mnet_tools.tables import markdown_table
 
-IMAGENET_CLASSES = 1000
-LITERT_THREADS = 2
 GEMM_SIZE = 1024
 GEMM_FLOPS = 2 * GEMM_SIZE**3
 DEFAULT_PRESETS = (
@@ -151,14 +150,14 @@ def litert_gemm_runner(work_dir):
     """A callable that runs one 1024^3 float32 matrix product in LiteRT (`GEMM_FLOPS`).
 
     A dense layer over a batch of 1024: XNNPACK's fully-connected operator,
-    on `LITERT_THREADS` threads like the models it is timed with.
+    on `litert.THREADS` threads like the models it is timed with.
     """
     inputs = keras.Input((GEMM_SIZE,))
     model = keras.Model(inputs, keras.layers.Dense(GEMM_SIZE, use_bias=False)(inputs))
     path = os.path.join(work_dir, "gemm.tflite")
     signature = [keras.InputSpec(shape=(GEMM_SIZE, GEMM_SIZE), dtype="float32")]
     model.export(path, format="litert", input_signature=signature, verbose=False)
-    return litert_runner(path)
+    return litert.runner(path)
 
 
 def classifier_for(preset):
@@ -191,50 +190,6 @@ def graph_runner(model, batch_size):
     images = tf.random.uniform((batch_size, *model.input_shape[1:]))
     forward = tf.function(lambda x: model(x, training=False), jit_compile=False)
     return lambda: forward(images).numpy()
-
-
-def litert_runner(path):
-    """A callable that runs the LiteRT file once, batch 1, on `LITERT_THREADS` threads."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=LITERT_THREADS)
-    interpreter.allocate_tensors()
-    (given,) = interpreter.get_input_details()
-    dtype = given["dtype"]
-    images = np.random.default_rng(0).uniform(0, 1, given["shape"]).astype(np.float32)
-    if np.issubdtype(dtype, np.integer):
-        scale, zero_point = given["quantization"]
-        images = np.clip(np.round(images / scale + zero_point), np.iinfo(dtype).min, np.iinfo(dtype).max)
-    interpreter.set_tensor(given["index"], images.astype(dtype))
-    return interpreter.invoke
-
-
-PEAK_MEMORY_PROGRAM = """
-import resource, sys
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-if sys.argv[1] != "-":
-    interpreter = Interpreter(model_path=sys.argv[1], num_threads={threads})
-    interpreter.allocate_tensors()
-    for _ in range(3):
-        interpreter.invoke()
-try:  # Linux: this address space's peak (ru_maxrss would include the parent's, from before exec)
-    with open("/proc/self/status") as status:
-        print([line.split()[1] for line in status if line.startswith("VmHWM:")][0])
-except OSError:
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def _max_rss_kib(path):
-    program = PEAK_MEMORY_PROGRAM.format(threads=LITERT_THREADS)
-    output = subprocess.run([sys.executable, "-c", program, path], check=True, capture_output=True, text=True).stdout
-    return int(output.split()[-1])
-
-
-def litert_peak_memory_mib(path):
-    """Peak resident memory of running the LiteRT model, over a bare interpreter process."""
-    return (_max_rss_kib(path) - _max_rss_kib("-")) / 1024
 
 
 def export_litert(model, path, int8=False):
@@ -282,16 +237,16 @@ def measure(models, repeats, batch_sizes, work_dir, int8=True, gemm=None):
             export_litert(model, f"{stem}_int8.tflite", int8=True) for stem, model in zip(stems, models.values())
         ]
     gemm = gemm or litert_gemm_runner(work_dir)
-    *samples, gemm_samples = interleaved_samples([litert_runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
+    *samples, gemm_samples = interleaved_samples([litert.runner(p) for p in float_paths + int8_paths] + [gemm], repeats)
     for i, timing in enumerate(timings):
         _record(timing, "litert_float32", samples[i])
         if int8:
             _record(timing, "litert_int8", samples[len(timings) + i])
         timing.samples["gemm"] = gemm_samples
         timing.gemm_rate = GEMM_FLOPS / statistics.median(gemm_samples)
-        timing.litert_peak_mib = litert_peak_memory_mib(float_paths[i])
+        timing.litert_peak_mib = litert.peak_memory_mib(float_paths[i])
         if int8:
-            timing.int8_partitions = export.xnnpack_coverage(int8_paths[i])["partitions"]
+            timing.int8_partitions = litert.xnnpack_coverage(int8_paths[i])["partitions"]
     return timings
 
 
@@ -312,7 +267,7 @@ def conv_int8_speedup(work_dir, repeats=100):
     int8_path = export.export_model(
         model, os.path.join(work_dir, "pointwise_int8.tflite"), int8=True, calibration_images=calibration
     )
-    return paired_ratio(*interleaved_samples([litert_runner(float_path), litert_runner(int8_path)], repeats))
+    return paired_ratio(*interleaved_samples([litert.runner(float_path), litert.runner(int8_path)], repeats))
 
 
 @dataclasses.dataclass
@@ -369,7 +324,7 @@ def block_profile(preset, repeats=100):
             export_litert(model, os.path.join(work_dir, f"prefix_{i:03d}.tflite")) for i, model in enumerate(prefixes)
         ]
         *times, gemm_seconds = interleaved_medians(
-            [litert_runner(path) for path in paths] + [litert_gemm_runner(work_dir)], repeats
+            [litert.runner(path) for path in paths] + [litert_gemm_runner(work_dir)], repeats
         )
     macs = [count_macs(model) for model in prefixes]
     rows = []
@@ -387,8 +342,6 @@ def block_profile(preset, repeats=100):
 
 def block_table(rows, rate):
     """`block_profile`'s rows as markdown, with each block's MAC bound and its time over it."""
-    from mnet_backbones.cli import markdown_table
-
     body, total_macs, total_seconds = [], 0, 0.0
     for row in rows + [None]:
         if row is None:
@@ -440,8 +393,6 @@ RATIO_FIELDS = ("graph_batch1", "graph_batch32", "litert_float32", "litert_int8"
 
 def results_table(rows, machine):
     """The measurements as markdown: one table of figures, one of ratios, then the machine's."""
-    from mnet_backbones.cli import markdown_table
-
     header = [
         "model",
         "params (M)",
@@ -507,8 +458,6 @@ def results_table(rows, machine):
 
 def pareto_plot(rows, path):
     """Latency against MACs, one point per model and runtime, as a PNG."""
-    from heads.plotting import pyplot
-
     plt = pyplot("The Pareto plot (--plot)")
     figure, axes = plt.subplots(figsize=(8, 5.5))
     series = (

@@ -16,7 +16,14 @@ import os
 import sys
 import time
 
-from heads.plotting import pyplot
+import keras
+import numpy as np
+
+import heads
+from heads.datasets import load_segmentation, make_shapes
+from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
+from heads.segmentation_eval import predict_masks
+from mnet_tools.plotting import pyplot
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
 # Colours of the classes in the picture (background stays transparent).
@@ -26,7 +33,7 @@ COLOUR_NAMES = ("", "red", "green", "blue")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="segmentation_demo",
+        prog="mnet-backbones demo segmentation",
         description="Train DeepLabV3+ (MobileNetV4 conv small, from scratch) on synthetic shapes.",
     )
     parser.add_argument("--out-dir", default="runs/segmentation", help="data, model and picture go here")
@@ -57,7 +64,6 @@ def _budget_schedule(seconds, total_steps, peak_learning_rate, warmup=0.03):
     then follows a cosine to 0, and training stops at progress 1. So the
     schedule ends annealed on a fast machine and on a busy one alike.
     """
-    import keras
 
     class BudgetSchedule(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -87,7 +93,6 @@ def overlay(image, mask, alpha=0.6):
     """`image` (H, W, 3) uint8 in grey, with class colours blended where `mask` > 0.
 
     Grey, because the shapes themselves have random colours."""
-    import numpy as np
 
     colours = np.array(CLASS_COLOURS, dtype="float32")
     grey = image.astype("float32").mean(axis=-1, keepdims=True)
@@ -129,26 +134,16 @@ def main(argv=None):
 
     Example:
     ```python
-    from heads import segmentation_demo
-    segmentation_demo.main(["--minutes", "1", "--train-images", "64", "--val-images", "16"])
+    from mnet_tools.demos import segmentation
+    segmentation.main(["--minutes", "1", "--train-images", "64", "--val-images", "16"])
     ```
     """
     args = parse_args(argv)
-    import keras
-
-    import heads
-    from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
-    from heads.segmentation_eval import predict_masks
-
     keras.utils.set_random_seed(args.seed)
     num_classes = len(CLASS_NAMES)
-    train = heads.datasets.make_shapes(
-        os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed
-    )
-    val = heads.datasets.make_shapes(
-        os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1
-    )
-    dataset = heads.datasets.load_segmentation(
+    train = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
+    val = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
+    dataset = load_segmentation(
         train["images"],
         train["masks"],
         args.image_size,

@@ -1,4 +1,4 @@
-"""The `mnet-backbones` command line (also `python -m mnet_backbones`).
+"""The `mnet-backbones` command line (also `python -m mnet_tools`).
 
     mnet-backbones list [--no-params]
     mnet-backbones summary PRESET [--size H W] [--num-classes N]
@@ -17,21 +17,28 @@ prints it as one line and returns 2, as argparse does for bad arguments.
 import argparse
 import math
 import os
+import shutil
 import sys
+import time
 
 import keras
 
-from mnet_backbones import __version__
+from mnet_backbones import weights
+from mnet_backbones._version import __version__
 from mnet_backbones.architectures import get_architecture
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
 from mnet_backbones.classifier import MobileNetImageClassifier
-from mnet_backbones.macs import count_macs
+from mnet_backbones.constants import IMAGENET_CLASSES
+from mnet_backbones.convert import timm
 from mnet_backbones.presets import PRESETS, check_preset_name
+from mnet_tools import bench, export
+from mnet_tools.demos import detection, segmentation
+from mnet_tools.macs import count_macs
+from mnet_tools.tables import markdown_table
 
 PROG = "mnet-backbones"
 PYRAMID_LEVELS = tuple(pyramid_level(stride) for stride in PYRAMID_STRIDES)
-IMAGENET_CLASSES = 1000
 
 
 class CommandError(Exception):
@@ -68,21 +75,6 @@ def macs_millions(model, image_shape):
     if keras.backend.backend() != "tensorflow":
         return "n/a"
     return f"{count_macs(model, image_shape) / 1e6:,.1f}"
-
-
-def markdown_table(header, rows, right_aligned=()):
-    """Rows of strings as a markdown table whose columns line up in plain text."""
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(cells):
-        padded = (
-            cell.rjust(width) if i in right_aligned else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * (width - 1) + ":" if i in right_aligned else "-" * width for i, width in enumerate(widths)]
-    return "\n".join([line(header), line(rule), *(line(row) for row in rows)])
 
 
 # --------------------------------------------------------------------------
@@ -219,13 +211,6 @@ def add_convert(subcommands):
 
 
 def run_convert(args):
-    import os
-    import shutil
-    import time
-
-    from mnet_backbones import weights
-    from mnet_backbones.convert import timm
-
     start = time.perf_counter()
     steps = iter(range(1, 4))
 
@@ -237,7 +222,7 @@ def run_convert(args):
     try:
         if args.source in PRESETS:
             progress(f"resolving {weights.checkpoint_source(args.source)}")
-            cached = weights.ensure_cached(args.source, progress=progress)
+            cached = weights.ensure_cached(args.source, MobileNetImageClassifier, progress=progress)
             shutil.copytree(cached, args.out_dir, dirs_exist_ok=True)
         else:
             progress(f"reading {args.source}")
@@ -248,7 +233,7 @@ def run_convert(args):
                     "timm snapshot folder (config.json with 'architecture' + model.safetensors)."
                 )
             progress("converting")
-            classifier = timm.classifier_from_snapshot(snapshot)
+            classifier = timm.classifier_from_snapshot(MobileNetImageClassifier, snapshot)
             progress(f"writing {args.out_dir}")
             weights.save_converted(classifier, args.out_dir)
     except (ValueError, ConnectionError, FileNotFoundError) as error:
@@ -262,10 +247,7 @@ def run_convert(args):
 
 # --------------------------------------------------------------------------
 # mnet-backbones demo detection|segmentation [DEMO OPTIONS]
-DEMOS = {
-    "detection": "heads.detection_demo",
-    "segmentation": "heads.segmentation_demo",
-}
+DEMOS = {"detection": detection, "segmentation": segmentation}
 
 
 def add_demo(subcommands):
@@ -279,23 +261,20 @@ def add_demo(subcommands):
         "`mnet-backbones demo detection --help` lists them.",
     )
     parser.add_argument("demo", choices=sorted(DEMOS))
-    parser.add_argument("demo_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    options = parser.add_argument("demo_options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # argparse counts a REMAINDER positional as required, and would name it
+    # when the demo is missing; none is needed after the demo's name.
+    options.required = False
     parser.set_defaults(run=run_demo)
 
 
 def run_demo(args):
-    import importlib
-
-    # Imported on demand: the heads and their data pipeline are only needed here.
-    demo = importlib.import_module(DEMOS[args.demo])
-    return demo.main(args.demo_args)
+    return DEMOS[args.demo].main(args.demo_options)
 
 
 # --------------------------------------------------------------------------
 # mnet-backbones bench [PRESETS...]
 def add_bench(subcommands):
-    from mnet_backbones.bench import DEFAULT_PRESETS
-
     parser = subcommands.add_parser(
         "bench",
         help="latency, MACs and memory of presets, side by side with keras.applications",
@@ -303,7 +282,7 @@ def add_bench(subcommands):
         "reference resolution) in Keras TensorFlow graph mode and in LiteRT float32 and "
         "int8, next to keras.applications' model of the same architecture for V1-V3, "
         "and print the medians and ratios as markdown tables. Needs KERAS_BACKEND="
-        f"tensorflow. Default presets: {' '.join(DEFAULT_PRESETS)}.",
+        f"tensorflow. Default presets: {' '.join(bench.DEFAULT_PRESETS)}.",
     )
     parser.add_argument("presets", nargs="*", metavar="PRESET", help="built-in preset names")
     parser.add_argument(
@@ -338,8 +317,6 @@ def add_bench(subcommands):
 
 
 def run_bench(args):
-    from mnet_backbones import bench
-
     if keras.backend.backend() != "tensorflow":
         raise CommandError(
             f"bench times TensorFlow graph mode and LiteRT; run it with KERAS_BACKEND=tensorflow "
@@ -375,8 +352,6 @@ def run_bench(args):
 # --------------------------------------------------------------------------
 # mnet-backbones export MODEL OUT
 def add_export(subcommands):
-    from mnet_backbones import export
-
     parser = subcommands.add_parser(
         "export",
         help="write a model as LiteRT or ONNX (optionally int8) and check it against Keras",
@@ -431,9 +406,6 @@ def add_export(subcommands):
 
 
 def run_export(args):
-    from mnet_backbones import export
-    from mnet_backbones.presets import PRESETS
-
     if keras.backend.backend() != "tensorflow":
         raise CommandError(
             "export converts through TensorFlow; run it with KERAS_BACKEND=tensorflow "
@@ -450,7 +422,9 @@ def run_export(args):
         raise CommandError(f"OUT must end with {expected_suffix} for --format {args.format}, got {args.out!r}")
     try:
         model, normalize = export.load_model(args.model, task=args.task, load_weights=args.load_weights)
-        image_size = args.image_size
+        image_size = args.image_size  # [H] or [H, W]
+        if image_size is not None and len(image_size) == 1:
+            image_size = image_size[0]
         if image_size is None and args.model in PRESETS and None in model.inputs[0].shape[1:3]:
             image_size = PRESETS[args.model].resolution
         image_size = export.model_image_size(model, image_size)

@@ -11,7 +11,11 @@ does that small step in numpy, with the anchors and settings that
 import json
 import os
 
+import keras
 import numpy as np
+
+from heads.box_coding import decode_boxes
+from mnet_tools import litert
 
 
 def _settings_path(tflite_path):
@@ -24,32 +28,42 @@ def export_litert(detector, path, **converter_options):
     Returns the two paths. The `.npz` holds the anchors (xyxy pixels), the
     box variance, the image size and the decoder's thresholds.
     `converter_options` go to `detector.export` (TFLite converter settings,
-    such as int8 quantisation: see `mnet_backbones.export`).
+    such as int8 quantisation: see `mnet_tools.export`).
 
     Example:
     ```python
-    from heads import ssdlite_export
-    tflite, settings = ssdlite_export.export_litert(detector, "ssdlite.tflite")
-    detections = ssdlite_export.run_litert(tflite, images)  # same keys as predict
+    from mnet_tools import detection_export
+    tflite, settings = detection_export.export_litert(detector, "ssdlite.tflite")
+    detections = detection_export.run_litert(tflite, images)  # same keys as predict
     ```
     """
-    import keras
-
     detector.export(path, format="litert", verbose=False, **converter_options)
+    settings = postprocess_settings(detector)
+    settings_path = _settings_path(path)
+    settings["image_size"] = np.array(settings["image_size"], "int32")
+    np.savez(settings_path, **settings, bounding_box_format=np.array(json.dumps(detector.bounding_box_format)))
+    return path, settings_path
+
+
+def postprocess_settings(detector):
+    """`postprocess`'s keyword arguments for `detector`: its anchors, box variance, size and thresholds.
+
+    Example:
+    ```python
+    raw = detector(images)
+    detections = postprocess(raw["bbox_regression"], raw["cls_logits"], **postprocess_settings(detector))
+    ```
+    """
     height, width = detector.image_size
-    anchors = keras.ops.convert_to_numpy(detector.label_encoder.anchors(keras.ops.zeros((1, height, width, 3))))
-    settings = _settings_path(path)
-    np.savez(
-        settings,
-        anchors=anchors.astype("float32"),
-        box_variance=np.array(detector.box_variance, "float32"),
-        image_size=np.array(detector.image_size, "int32"),
-        score_threshold=np.float32(detector.score_threshold),
-        iou_threshold=np.float32(detector.iou_threshold),
-        max_detections=np.int32(detector.max_detections),
-        bounding_box_format=np.array(json.dumps(detector.bounding_box_format)),
-    )
-    return path, settings
+    anchors = detector.label_encoder.anchors(keras.ops.zeros((1, height, width, 3)))
+    return {
+        "anchors": keras.ops.convert_to_numpy(anchors).astype("float32"),
+        "box_variance": np.array(detector.box_variance, "float32"),
+        "image_size": (height, width),
+        "score_threshold": float(detector.score_threshold),
+        "iou_threshold": float(detector.iou_threshold),
+        "max_detections": int(detector.max_detections),
+    }
 
 
 def _iou_one_to_many(box, boxes):
@@ -67,9 +81,10 @@ def postprocess(box_deltas, class_logits, anchors, box_variance, image_size,
                 score_threshold=0.3, iou_threshold=0.5, max_detections=100):  # fmt: skip
     """Raw SSDLite outputs to detections, as `SSDLiteObjectDetector.predict` makes them.
 
-    Decodes centre/size deltas against the anchors, clips to the image,
-    takes each anchor's best class (sigmoid score), keeps scores above
-    `score_threshold` and runs greedy class-agnostic NMS. Returns
+    Decodes centre/size deltas against the anchors and clips them to the
+    image with `heads.box_coding.decode_boxes`, as the detector does; takes
+    each anchor's best class (sigmoid score), keeps scores above
+    `score_threshold` and runs greedy class-agnostic NMS in numpy. Returns
     `{"boxes" (B, max_detections, 4) xyxy pixels, "confidence", "labels",
     "num_detections"}`, padded with -1 like `predict`.
 
@@ -79,16 +94,7 @@ def postprocess(box_deltas, class_logits, anchors, box_variance, image_size,
     detections = postprocess(deltas, logits, settings["anchors"], settings["box_variance"], (192, 192))
     ```
     """
-    height, width = image_size
-    deltas = np.asarray(box_deltas, "float32") * np.asarray(box_variance, "float32")
-    anchors = np.asarray(anchors, "float32")
-    anchor_size = anchors[:, 2:] - anchors[:, :2]
-    anchor_centre = anchors[:, :2] + anchor_size / 2
-    centre = deltas[..., :2] * anchor_size + anchor_centre
-    size = np.exp(deltas[..., 2:]) * anchor_size
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=-1)
-    boxes[..., 0::2] = np.clip(boxes[..., 0::2], 0, width)
-    boxes[..., 1::2] = np.clip(boxes[..., 1::2], 0, height)
+    boxes = keras.ops.convert_to_numpy(decode_boxes(anchors, box_deltas, box_variance, image_size))
     scores = 1.0 / (1.0 + np.exp(-np.asarray(class_logits, "float32")))
     batch = boxes.shape[0]
     out = {
@@ -122,10 +128,8 @@ def run_litert(tflite_path, images):
     detections = run_litert("ssdlite.tflite", images)
     ```
     """
-    from mnet_backbones.export import run_exported
-
     settings = np.load(_settings_path(tflite_path))
-    outputs = run_exported(tflite_path, images)  # a file with a fixed batch runs in chunks
+    outputs = litert.run(tflite_path, images)  # a file with a fixed batch runs in chunks
     # The two outputs differ in their last axis: 4 for deltas, num_classes for logits
     # (with 4 classes as well, the deltas come first, as the model lists them).
     deltas, logits = sorted(outputs, key=lambda output: output.shape[-1] != 4) if len(outputs) == 2 else outputs
