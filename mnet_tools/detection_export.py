@@ -54,12 +54,10 @@ def postprocess_settings(detector):
     detections = postprocess(raw["bbox_regression"], raw["cls_logits"], **postprocess_settings(detector))
     ```
     """
-    height, width = detector.image_size
-    anchors = detector.label_encoder.anchors(keras.ops.zeros((1, height, width, 3)))
     return {
-        "anchors": keras.ops.convert_to_numpy(anchors).astype("float32"),
+        "anchors": keras.ops.convert_to_numpy(detector.anchors()).astype("float32"),
         "box_variance": np.array(detector.box_variance, "float32"),
-        "image_size": (height, width),
+        "image_size": tuple(detector.image_size),
         "score_threshold": float(detector.score_threshold),
         "iou_threshold": float(detector.iou_threshold),
         "max_detections": int(detector.max_detections),

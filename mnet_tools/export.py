@@ -31,6 +31,7 @@ import os
 import keras
 import keras_hub
 import numpy as np
+from PIL import Image
 
 import heads  # noqa: F401  (registers the heads' classes, for loading .keras files)
 from mnet_backbones.backbone import MobileNetBackbone
@@ -149,8 +150,6 @@ def model_image_size(model, image_size=None):
 
 def read_images(directory, image_size, limit=DEFAULT_CALIBRATION_IMAGES):
     """Up to `limit` images from `directory` (sorted by name), resized, as 0..255 float32."""
-    from PIL import Image
-
     names = sorted(n for n in os.listdir(directory) if n.lower().endswith(IMAGE_SUFFIXES))
     if not names:
         raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {directory!r}.")
