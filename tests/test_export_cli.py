@@ -220,3 +220,20 @@ def test_bad_arguments_name_the_value(tmp_path):
         export.export_model(model, tmp_path / "m.tflite", image_size=64, batch_size=0)
     with pytest.raises(ValueError, match="task"):
         export.load_model("mobilenetv1_025", task="detector")
+
+
+def test_int8_traces_a_copy_whose_backbones_write_the_int8_hard_swish(detector):
+    model, normalize = export.load_model("mobilenetv3_small_100", load_weights=False, num_classes=10)
+    copy = export.with_hard_swish_form(model, "int8")
+    assert copy is not model
+    assert model.backbone.hard_swish_form == "fused"  # the model itself is left as it is
+    assert copy.backbone.hard_swish_form == "int8" and copy.get_config()["num_classes"] == 10
+    inputs = normalize(smooth_images(2, SIZE, seed=1))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(copy(inputs, training=False)),
+        keras.ops.convert_to_numpy(model(inputs, training=False)),
+        atol=1e-5,
+    )
+    assert export.with_hard_swish_form(detector[0], "int8").backbone.hard_swish_form == "int8"
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 1)])
+    assert export.with_hard_swish_form(plain, "int8") is plain  # no backbone: nothing to copy
