@@ -21,6 +21,7 @@ MODEL_TESTS=(
   tests/test_bad_input.py
   tests/test_predecessor_api.py
   tests/test_ssdlite.py
+  tests/test_heads_ssdlite_parts.py
   tests/test_output_stride.py
   tests/test_deeplab.py
 )
