@@ -156,7 +156,7 @@ def test_defaults_are_imagenet_at_224():
 
 
 # On TensorFlow V4 trains eagerly: tracing its training step takes some 10 s,
-# and V1 (here) and examples/seed_api.py (V4) cover the compiled step. JAX is
+# and V1 (here) and examples/predecessor_api.py (V4) cover the compiled step. JAX is
 # the other way round: its eager step is the slow one.
 @pytest.mark.parametrize(
     "create, variant, preset, head_features, eager_on_tensorflow",

@@ -1,6 +1,6 @@
-"""The seed workflow: build by variant name, train a step, predict, save, load.
+"""The predecessor project's workflow: build by variant name, train a step, predict, save, load.
 
-Run: python examples/seed_api.py
+Run: python examples/predecessor_api.py
 """
 
 import os
