@@ -151,18 +151,14 @@ def test_keras_hub_deeplab_v3_takes_our_backbone_as_image_encoder():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="LiteRT export goes through TensorFlow")
 def test_litert_export_matches_keras(tmp_path):
-    interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from mnet_tools import litert
+
     segmenter = heads.create_deeplabv3plus(small_backbone(), 3, image_size=(48, 64), **SMALL)
     x = images(1, 48, 64)
     path = str(tmp_path / "deeplab.tflite")
     segmenter.export(path, format="litert", verbose=False)
-    interpreter = interpreter_module.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    (inputs,) = interpreter.get_input_details()
-    interpreter.set_tensor(inputs["index"], x)
-    interpreter.invoke()
-    (outputs,) = interpreter.get_output_details()
-    actual = interpreter.get_tensor(outputs["index"])
+    (actual,) = litert.run(path, x)
     expected = segmenter.predict(x, verbose=0)
     assert actual.shape == expected.shape == (1, 48, 64, 3)
     assert np.max(np.abs(actual - expected)) < 1e-4 * np.max(np.abs(expected))
