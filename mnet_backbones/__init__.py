@@ -1,7 +1,9 @@
 """MobileNet V1-V4 as keras-hub feature-pyramid backbones: the core models.
 
 `import mnet_backbones` registers the built-in presets with keras-hub, so that
-`keras_hub.models.Backbone.from_preset("mobilenetv4_conv_small")` works.
+`keras_hub.models.Backbone.from_preset("mobilenetv4_conv_small")` works, and
+routes timm MobileNet snapshots given to keras-hub's generic `from_preset` to
+our converter (keras-hub's own would fail on V4 and build its own model for V3).
 
 Modules, each importing only those listed before it:
 - `constants`, `validation`, `architectures` (the family as data),
@@ -17,7 +19,7 @@ Heads for detection and segmentation are in the `heads` package; the CLI,
 export, benchmark and demos in `mnet_tools`.
 """
 
-from mnet_backbones import architectures, layers
+from mnet_backbones import architectures, keras_hub_internals, layers
 from mnet_backbones._version import __version__
 from mnet_backbones.architectures import ARCHITECTURES
 from mnet_backbones.backbone import MobileNetBackbone
@@ -26,6 +28,7 @@ from mnet_backbones.classifier import (
     MobileNetImageClassifierPreprocessor,
     MobileNetImageConverter,
 )
+from mnet_backbones.convert import timm as _timm
 from mnet_backbones.predecessor_api import (
     MobileNetV1,
     MobileNetV2,
@@ -42,3 +45,6 @@ from mnet_backbones.weights import PretrainedWeightsUnavailableError
 Backbone = MobileNetBackbone
 
 register_presets(MobileNetBackbone)
+# keras-hub's generic entry points (`keras_hub.models.Backbone.from_preset`,
+# `ImageClassifier.from_preset`) give our models for the checkpoints we convert.
+keras_hub_internals.route_presets(_timm.is_mobilenet_snapshot, MobileNetBackbone, MobileNetImageClassifier)

@@ -1,23 +1,93 @@
 """The only place this project imports keras-hub's private (`keras_hub.src`) API.
 
-keras-hub has no public way to do two things this project needs:
+keras-hub has no public way to do three things this project needs:
 - register built-in presets for a backbone class, so that
   `keras_hub.models.Backbone.from_preset("<name>")` finds them
   (`register_presets`, which keras-hub's own models call);
 - load a task saved with `save_to_preset` as a given class: the public
   `Task.from_preset` only looks up a task class registered for the saved
-  backbone's class, and the heads take any backbone (`get_preset_loader`).
+  backbone's class, and the heads take any backbone (`get_preset_loader`);
+- hand a checkpoint that only this project converts faithfully (a timm
+  MobileNetV4 snapshot, a timm MobileNetV3 that keras-hub would turn into its
+  own, different model) from keras-hub's generic entry points
+  (`keras_hub.models.Backbone.from_preset`, `ImageClassifier.from_preset`, ...)
+  to this project's classes (`route_presets`). keras-hub picks a loader by
+  the folder's `config.json` alone and has no registry of loaders, so the
+  function its models call is wrapped.
 
-Everything else comes from keras-hub's public API. If keras-hub moves either
-function, the import below fails at `import mnet_backbones`, and
-`tests/test_layering.py` names this module.
+Everything else comes from keras-hub's public API. If keras-hub moves any of
+these, the import below fails at `import mnet_backbones`, and
+`tests/test_layering.py` names this module; `tests/test_keras_hub_entry_points.py`
+checks that the routing still reaches our classes.
 """
 
-from keras_hub.src.utils.preset_utils import get_preset_loader, register_presets
+from keras_hub.src.layers.preprocessing import image_converter as _image_converter_module
+from keras_hub.src.models import backbone as _backbone_module
+from keras_hub.src.models import preprocessor as _preprocessor_module
+from keras_hub.src.models import task as _task_module
+from keras_hub.src.utils.preset_utils import PresetLoader, get_preset_loader, register_presets
 
-__all__ = ["get_preset_loader", "load_task_preset", "register_presets"]
+__all__ = ["get_preset_loader", "load_task_preset", "register_presets", "route_presets"]
+
+# The modules whose `from_preset` looks the loader up by this name.
+_CALLERS = (_backbone_module, _task_module, _image_converter_module, _preprocessor_module)
 
 
 def load_task_preset(task_cls, preset, load_weights=True, **kwargs):
     """Loads the task saved in `preset` (a `save_to_preset` folder or handle) as `task_cls`."""
     return get_preset_loader(preset).load_task(task_cls, load_weights, True, **kwargs)
+
+
+class _DelegatingLoader(PresetLoader):
+    """A keras-hub preset loader that hands the whole load to our classes' `from_preset`."""
+
+    def __init__(self, preset, backbone_cls, classifier_cls):
+        super().__init__(preset, {})
+        self.backbone_cls = backbone_cls
+        self.classifier_cls = classifier_cls
+
+    def check_backbone_class(self):
+        return self.backbone_cls
+
+    def load_backbone(self, cls, load_weights, **kwargs):
+        return self.backbone_cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
+
+    def load_task(self, cls, load_weights, load_task_weights, **kwargs):
+        if not issubclass(cls, self.classifier_cls):
+            raise ValueError(
+                f"{self.preset!r} holds an image classifier checkpoint; {cls.__name__} cannot load it. "
+                f"Use {self.classifier_cls.__name__}.from_preset() or {self.backbone_cls.__name__}.from_preset()."
+            )
+        return cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
+
+    def load_image_converter(self, cls, **kwargs):
+        return self.load_task(self.classifier_cls, False, False).preprocessor.image_converter
+
+    def load_preprocessor(self, cls, config_file=None, **kwargs):
+        return self.load_task(self.classifier_cls, False, False).preprocessor
+
+
+_routes = []
+
+
+def _routed_get_preset_loader(preset):
+    for claims, backbone_cls, classifier_cls in _routes:
+        if claims(preset):
+            return _DelegatingLoader(preset, backbone_cls, classifier_cls)
+    return get_preset_loader(preset)
+
+
+def route_presets(claims, backbone_cls, classifier_cls):
+    """Send every preset for which `claims(preset)` is true to our classes.
+
+    After this, keras-hub's generic `Backbone.from_preset(preset)` returns
+    `backbone_cls.from_preset(preset)`, and `ImageClassifier.from_preset`
+    (or `Task.from_preset` of any task class finding `backbone_cls`) returns
+    `classifier_cls.from_preset(preset)`. Presets not claimed go to keras-hub's
+    own loader unchanged.
+    """
+    route = (claims, backbone_cls, classifier_cls)
+    if route not in _routes:
+        _routes.append(route)
+    for module in _CALLERS:
+        module.get_preset_loader = _routed_get_preset_loader

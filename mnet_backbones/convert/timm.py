@@ -260,6 +260,27 @@ def download_snapshot(handle):
         ) from error
 
 
+def is_mobilenet_snapshot(preset):
+    """Whether `preset` is a timm MobileNet checkpoint this package converts, without downloading.
+
+    A local snapshot folder whose architecture we build, or an
+    `hf://timm/<architecture>.<tag>` handle naming one.
+    """
+    if not isinstance(preset, str):
+        return False
+    if preset.startswith(HF_SCHEME + "timm/"):
+        architecture = preset[len(HF_SCHEME + "timm/") :].split(".")[0]
+    elif is_timm_snapshot(preset):
+        architecture = read_config(preset)["architecture"]
+    else:
+        return False
+    try:
+        backbone_config_for(architecture)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_snapshot(preset):
     """The local timm snapshot folder `preset` refers to, or None if it is not one.
 

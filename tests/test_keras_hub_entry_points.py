@@ -1,0 +1,78 @@
+"""keras-hub's generic entry points give our models for the checkpoints we convert.
+
+Without the routing, `keras_hub.models.Backbone.from_preset(<timm V4 snapshot>)`
+fails (keras-hub has no MobileNetV4) and a timm V3 snapshot silently becomes
+keras-hub's own MobileNet, 4.6e-4 away from timm's numbers.
+"""
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import mnet_backbones
+from conftest import PARITY_DIR, relative_error, requires_parity_fixtures
+
+TOLERANCE = 1e-4
+
+
+def _fixture(name):
+    return os.path.join(PARITY_DIR, name)
+
+
+@requires_parity_fixtures()
+@pytest.mark.parametrize("name", ["mobilenetv3_large_100", "mobilenetv4_conv_small"])
+def test_generic_backbone_from_preset_gives_ours_with_timm_numbers(name):
+    backbone = keras_hub.models.Backbone.from_preset(_fixture(name))
+    assert isinstance(backbone, mnet_backbones.MobileNetBackbone)
+    reference = np.load(os.path.join(_fixture(name), "reference.npz"))
+    pyramid = keras.Model(backbone.input, backbone.pyramid_outputs)
+    features = pyramid.predict(reference["odd_input"], verbose=0)
+    assert relative_error(features["P5"], reference["odd_P5"]) < TOLERANCE
+
+
+@requires_parity_fixtures()
+@pytest.mark.parametrize("task_cls", [keras_hub.models.ImageClassifier, keras_hub.models.Task])
+def test_generic_image_classifier_from_preset_gives_ours_with_timm_logits(task_cls):
+    name = "mobilenetv4_conv_small"
+    if task_cls is keras_hub.models.Task:
+        with pytest.raises(ValueError, match="Task.from_preset"):
+            task_cls.from_preset(_fixture(name))
+        return
+    classifier = task_cls.from_preset(_fixture(name))
+    assert isinstance(classifier, mnet_backbones.MobileNetImageClassifier)
+    reference = np.load(os.path.join(_fixture(name), "reference.npz"))
+    logits = keras.ops.convert_to_numpy(classifier(reference["square_input"]))
+    assert relative_error(logits, reference["square_logits"]) < TOLERANCE
+    # timm's normalisation travels with the weights.
+    assert classifier.preprocessor.image_converter.image_size == (224, 224)
+
+
+@requires_parity_fixtures()
+def test_generic_image_converter_from_preset_gives_timm_normalisation():
+    converter = keras_hub.layers.ImageConverter.from_preset(_fixture("mobilenetv4_conv_small"))
+    assert isinstance(converter, mnet_backbones.MobileNetImageConverter)
+    mean = np.array([0.485, 0.456, 0.406]) * 255
+    out = keras.ops.convert_to_numpy(converter(np.tile(mean, (1, 224, 224, 1)).astype("float32")))
+    np.testing.assert_allclose(out, 0.0, atol=1e-4)
+
+
+@requires_parity_fixtures()
+def test_another_task_class_is_told_which_class_to_use():
+    with pytest.raises(ValueError, match="MobileNet(ImageClassifier|Backbone)"):
+        keras_hub.models.ImageSegmenter.from_preset(_fixture("mobilenetv4_conv_small"))
+
+
+def test_unclaimed_presets_still_reach_keras_hub(tmp_path):
+    """A folder that is no timm MobileNet goes to keras-hub's own loader and its own error."""
+    (tmp_path / "config.json").write_text('{"architecture": "resnet18", "num_classes": 10}')
+    with pytest.raises(Exception) as error:
+        keras_hub.models.Backbone.from_preset(str(tmp_path))
+    assert "MobileNet" not in type(error.value).__name__
+    from mnet_backbones.convert import timm
+
+    assert not timm.is_mobilenet_snapshot(str(tmp_path))
+    assert timm.is_mobilenet_snapshot("hf://timm/mobilenetv4_conv_small.e2400_r224_in1k")
+    assert not timm.is_mobilenet_snapshot("hf://timm/resnet50.a1_in1k")
