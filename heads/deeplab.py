@@ -22,13 +22,13 @@ import math
 
 import keras
 from keras import ops
-from keras_hub.models import ImageSegmenter
 
 # Registers the MobileNet backbones and presets, so that saved segmenters on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
+from heads.tasks import PyramidImageSegmenter
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
 from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.layers import ConvBNAct, map_size
@@ -206,7 +206,7 @@ def _deepest_stride(image_size, deepest_map_size):
 
 
 @keras.saving.register_keras_serializable(package="heads")
-class DeepLabV3PlusSegmenter(ImageSegmenter):
+class DeepLabV3PlusSegmenter(PyramidImageSegmenter):
     """DeepLabV3+ on a feature-pyramid backbone: per-pixel class logits.
 
     Maps images `(batch, height, width, 3)` in 0..255 (normalised inside

@@ -21,7 +21,6 @@ import math
 import keras
 from keras import ops
 from keras_hub.layers import NonMaxSuppression
-from keras_hub.models import ObjectDetector
 
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve.
@@ -33,6 +32,7 @@ from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from heads.ssdlite_layers import SSDLiteExtraBlock, SSDLitePredictor
 from heads.targets import clean_detection_targets
+from heads.tasks import PyramidObjectDetector
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
 from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.validation import check_image_size, check_positive_int
@@ -48,7 +48,7 @@ def _deserialize(layer):
 
 
 @keras.saving.register_keras_serializable(package="heads")
-class SSDLiteObjectDetector(ObjectDetector):
+class SSDLiteObjectDetector(PyramidObjectDetector):
     """SSDLite: depthwise-separable SSD on a feature pyramid backbone.
 
     The head reads the backbone's `pyramid_outputs["P4"]` and `["P5"]`

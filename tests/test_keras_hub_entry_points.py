@@ -76,3 +76,49 @@ def test_unclaimed_presets_still_reach_keras_hub(tmp_path):
     assert not timm.is_mobilenet_snapshot(str(tmp_path))
     assert timm.is_mobilenet_snapshot("hf://timm/mobilenetv4_conv_small.e2400_r224_in1k")
     assert not timm.is_mobilenet_snapshot("hf://timm/resnet50.a1_in1k")
+
+
+@pytest.fixture(scope="module")
+def saved_heads(tmp_path_factory):
+    """A tiny SSDLite and DeepLabV3+ on our backbones, saved with save_to_preset."""
+    import heads
+
+    folder = tmp_path_factory.mktemp("heads")
+    detector = heads.create_ssdlite("mobilenetv3_small_050", num_classes=3, image_size=96, load_weights=False)
+    segmenter = heads.create_deeplabv3plus("mobilenetv3_small_050", num_classes=4, image_size=64, load_weights=False)
+    detector.save_to_preset(str(folder / "detector"))
+    segmenter.save_to_preset(str(folder / "segmenter"))
+    return {"detector": (detector, str(folder / "detector")), "segmenter": (segmenter, str(folder / "segmenter"))}
+
+
+def test_generic_object_detector_from_preset_gives_the_saved_detector(saved_heads):
+    detector, folder = saved_heads["detector"]
+    loaded = keras_hub.models.ObjectDetector.from_preset(folder)
+    assert type(loaded) is type(detector)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)["cls_logits"]),
+        keras.ops.convert_to_numpy(detector(images)["cls_logits"]),
+        atol=1e-5,
+    )
+
+
+def test_generic_image_segmenter_from_preset_gives_the_saved_segmenter(saved_heads):
+    segmenter, folder = saved_heads["segmenter"]
+    loaded = keras_hub.models.ImageSegmenter.from_preset(folder)
+    assert type(loaded) is type(segmenter)
+    images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)), keras.ops.convert_to_numpy(segmenter(images)), atol=1e-5
+    )
+
+
+def test_generic_task_loader_on_a_bare_backbone_names_the_builder(tmp_path):
+    import heads  # noqa: F401  (registers the task bases)
+
+    backbone = mnet_backbones.MobileNetBackbone("mobilenetv3_small", width_multiplier=0.5)
+    backbone.save_to_preset(str(tmp_path))
+    with pytest.raises(ValueError, match="create_ssdlite"):
+        keras_hub.models.ObjectDetector.from_preset(str(tmp_path))
+    with pytest.raises(ValueError, match="create_deeplabv3plus"):
+        keras_hub.models.ImageSegmenter.from_preset(str(tmp_path))
