@@ -2,11 +2,13 @@
 
 import contextlib
 import io
+import os
 
 import keras
 import numpy as np
 
-from heads.datasets.coco import load_coco, read_coco
+from heads.datasets.coco import checked_bbox, coco_dataset, read_coco, read_coco_json
+from mnet_backbones.validation import check_image_size, check_positive_int
 
 COCO_METRIC_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
@@ -18,7 +20,8 @@ def detections_to_coco(detections, records, categories, image_size, bounding_box
 
     `detections` holds `boxes` (N, D, 4) in `bounding_box_format` pixels of
     the resized `image_size` inputs, `confidence`, `labels` and
-    `num_detections`, for the `records` (from `read_coco`) in order.
+    `num_detections`, for the `records` (from `read_coco`) in order. A label
+    with no category (not in `0..len(categories) - 1`) is a ValueError.
 
     Example:
     ```python
@@ -39,12 +42,20 @@ def detections_to_coco(detections, records, categories, image_size, bounding_box
     results = []
     for i, record in enumerate(records):
         scale = np.array([record["width"] / width, record["height"] / height] * 2, "float32")
-        for j in range(int(detections["num_detections"][i])):
+        count = int(detections["num_detections"][i])
+        labels = np.asarray(detections["labels"][i][:count]).astype("int64")
+        unknown = labels[(labels < 0) | (labels >= len(categories))]
+        if unknown.size:
+            raise ValueError(
+                f"Detections of image {record.get('file_name', record['image_id'])!r} have label {int(unknown[0])}, "
+                f"but the file lists {len(categories)} categories (labels 0..{len(categories) - 1}, by position)."
+            )
+        for j in range(count):
             x0, y0, x1, y1 = (boxes[i, j] * scale).tolist()
             results.append(
                 {
                     "image_id": record["image_id"],
-                    "category_id": categories[int(detections["labels"][i, j])]["id"],
+                    "category_id": categories[int(labels[j])]["id"],
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
                     "score": float(detections["confidence"][i, j]),
                 }
@@ -52,11 +63,64 @@ def detections_to_coco(detections, records, categories, image_size, bounding_box
     return results
 
 
-def coco_metrics(annotation_file, results):
+def _area(annotation, image):
+    """COCO's `area` of an annotation that lacks one: its mask's pixels, else its box's."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = annotation.get("segmentation")
+    height, width = image.get("height"), image.get("width")
+    if segmentation and height and width:
+        if isinstance(segmentation, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            rle = segmentation
+        return float(mask_utils.area(rle))
+    return float(annotation["bbox"][2] * annotation["bbox"][3])
+
+
+def ground_truth(annotation_file, sizes=None):
+    """The COCO file as pycocotools scores it: what `load_coco` accepts, made complete.
+
+    Annotations without `iscrowd` get 0 and without `area` their mask's (or
+    box's) area; annotation ids are renumbered 1..N, as pycocotools matches
+    by id (a duplicate id, or id 0, would be scored wrongly). Image ids must
+    be unique and boxes finite (ValueError naming the file). `sizes` maps
+    image ids to `(height, width)` for images whose size the JSON lacks.
+    """
+    annotation_file = os.fspath(annotation_file)
+    coco = read_coco_json(annotation_file)
+    images = {}
+    for index, image in enumerate(coco["images"]):
+        if "id" not in image:
+            raise ValueError(f"{annotation_file!r}: images[{index}] has no 'id'.")
+        if image["id"] in images:
+            raise ValueError(f"{annotation_file!r} lists image id {image['id']!r} twice.")
+        image = dict(image)
+        if sizes and image["id"] in sizes:
+            image.setdefault("height", sizes[image["id"]][0])
+            image.setdefault("width", sizes[image["id"]][1])
+        images[image["id"]] = image
+    annotations = []
+    for index, annotation in enumerate(coco["annotations"]):
+        describe = f"Annotation {annotation['id']!r}" if "id" in annotation else f"annotations[{index}]"
+        checked_bbox(annotation, describe, annotation_file)
+        annotation = dict(annotation, id=index + 1)
+        annotation.setdefault("iscrowd", 0)
+        if "area" not in annotation:
+            annotation["area"] = _area(annotation, images.get(annotation.get("image_id"), {}))
+        annotations.append(annotation)
+    return dict(coco, images=list(images.values()), annotations=annotations)
+
+
+def coco_metrics(annotation_file, results, sizes=None):
     """pycocotools' bbox metrics for COCO result dicts, as `{name: value}`.
 
     Names: AP (IoU .50:.95), AP50, AP75, APs/APm/APl, AR1/AR10/AR100,
-    ARs/ARm/ARl. An empty `results` scores 0 everywhere.
+    ARs/ARm/ARl. An empty `results` scores 0 everywhere. The file is made
+    complete first (`ground_truth`: missing `iscrowd` and `area` filled in);
+    a result for an image the file does not list is a ValueError.
 
     Example:
     ```python
@@ -67,12 +131,19 @@ def coco_metrics(annotation_file, results):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    dataset = ground_truth(annotation_file, sizes)
     if not results:
         return {name: 0.0 for name in COCO_METRIC_NAMES}
+    image_ids = {image["id"] for image in dataset["images"]}
+    unknown = sorted({result["image_id"] for result in results} - image_ids, key=str)
+    if unknown:
+        raise ValueError(f"Results for image ids {unknown[:10]} that {os.fspath(annotation_file)!r} does not list.")
     # pycocotools reports progress on stdout; the caller gets the figures instead.
     with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth = COCO(annotation_file)
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        truth = COCO()
+        truth.dataset = dataset
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
@@ -83,9 +154,13 @@ def coco_metrics(annotation_file, results):
 def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_results=False):
     """Runs `detector` over a COCO-format set and scores it with pycocotools.
 
-    Images are resized to the detector's `image_size`; predicted boxes go
-    back to original image pixels and labels back to the file's category
-    ids before scoring.
+    The set is read and checked as `load_coco` reads it (images as displayed,
+    EXIF orientation applied; see `read_coco`), images are resized to the
+    detector's `image_size`; predicted boxes go back to original image
+    pixels and labels back to the file's category ids (by position in its
+    `categories`) before scoring. Annotations may lack `iscrowd` (0) and
+    `area` (their mask's or box's). A detector with more classes than the
+    file has categories is a ValueError: its extra labels have no category.
 
     Returns a dict with `AP`, `AP50`, `AP75` and the other COCO figures
     (see `coco_metrics`); with `return_results`, `(metrics, results)`.
@@ -96,12 +171,25 @@ def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_res
     metrics["AP50"]
     ```
     """
+    batch_size = check_positive_int("batch_size", batch_size)
     records, categories = read_coco(annotation_file, image_dir)
+    num_classes = getattr(detector, "num_classes", None)
+    if num_classes is not None and num_classes > len(categories):
+        raise ValueError(
+            f"The detector has {num_classes} classes but {os.fspath(annotation_file)!r} lists "
+            f"{len(categories)} categories: labels map to the file's categories by position, so labels "
+            f"{len(categories)}..{num_classes - 1} would have none. Evaluate on a file that lists the "
+            f"detector's {num_classes} categories, in its training order."
+        )
+    if not records:
+        raise ValueError(f"{annotation_file} lists no images.")
     image_size = detector.image_size
-    dataset = load_coco(annotation_file, image_dir, image_size, batch_size).map(lambda images, targets: images)
+    size = check_image_size(image_size, minimum=1)
+    dataset = coco_dataset(records, size, batch_size).map(lambda images, targets: images)
     detections = detector.predict(dataset, verbose=0)
     results = detections_to_coco(
         detections, records, categories, image_size, bounding_box_format=detector.bounding_box_format
     )
-    metrics = coco_metrics(annotation_file, results)
+    sizes = {record["image_id"]: (record["height"], record["width"]) for record in records}
+    metrics = coco_metrics(annotation_file, results, sizes)
     return (metrics, results) if return_results else metrics

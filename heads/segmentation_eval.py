@@ -3,7 +3,9 @@
 import numpy as np
 from keras import ops
 
-from heads.datasets.segmentation import IGNORE_LABEL, read_image, read_mask, segmentation_pairs
+from heads.datasets.images import read_image
+from heads.datasets.segmentation import IGNORE_LABEL, check_pairs, read_mask, segmentation_pairs, size_mismatch
+from mnet_backbones.validation import check_positive_int
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -73,8 +75,9 @@ def predict_masks(segmenter, images, original_sizes):
 def evaluate_segmentation(segmenter, image_dir, mask_dir, num_classes, batch_size=8):
     """mIoU, pixel accuracy and per-class IoU of `segmenter` over a whole set.
 
-    Each image is resized to the segmenter's input, its logits resized back to
-    the image's original resolution, and the argmax compared with the
+    Each image is read as `load_segmentation` reads it (EXIF orientation
+    applied, 8-bit RGB), resized to the segmenter's input, its logits resized
+    back to the image's original resolution, and the argmax compared with the
     original mask; pixels labelled 255 are ignored. The scores come from one
     confusion matrix over all pixels of all images (as Pascal VOC scores).
 
@@ -90,14 +93,23 @@ def evaluate_segmentation(segmenter, image_dir, mask_dir, num_classes, batch_siz
         `{"mIoU": float, "pixel_accuracy": float, "per_class_IoU": [float]}`,
         NaN for a class absent from both masks and predictions.
 
+    Raises:
+        ValueError: unpaired names, a mask of another size than its image
+            (naming both files and sizes), a mask value `>= num_classes`.
+        OSError: a file that is empty, not an image or truncated (named);
+            all files are checked before the first prediction.
+
     Example:
     ```python
     scores = heads.evaluate_segmentation(segmenter, "val/images", "val/masks", num_classes=4)
     scores["mIoU"]
     ```
     """
+    num_classes = check_positive_int("num_classes", num_classes)
+    batch_size = check_positive_int("batch_size", batch_size)
     image_paths, mask_paths = segmentation_pairs(image_dir, mask_dir)
     height, width = _input_size(segmenter)
+    check_pairs(image_paths, mask_paths)
     confusion = np.zeros((num_classes, num_classes), dtype="int64")
     for start in range(0, len(image_paths), batch_size):
         batch_images, batch_masks, sizes = [], [], []
@@ -106,11 +118,8 @@ def evaluate_segmentation(segmenter, image_dir, mask_dir, num_classes, batch_siz
         ):
             mask = read_mask(mask_path, num_classes)
             image = read_image(image_path)
-            if image.shape[:2] != mask.shape:
-                raise ValueError(
-                    f"Image {image_path!r} is {image.shape[1]}x{image.shape[0]} but its mask "
-                    f"{mask_path!r} is {mask.shape[1]}x{mask.shape[0]}."
-                )
+            if image.shape[:2] != mask.shape:  # checked above; a file changed since is caught here
+                raise size_mismatch(image_path, image.shape[:2], mask_path, mask.shape)
             # Resized as load_segmentation resizes training images.
             resized = ops.image.resize(image[None].astype("float32"), (height, width), interpolation="bilinear")
             batch_images.append(ops.convert_to_numpy(resized)[0])

@@ -8,6 +8,7 @@ import pytest
 import heads
 from heads.coco_eval import coco_metrics, detections_to_coco
 from heads.datasets import load_coco, make_shapes, read_coco
+from heads.targets import BoxFormatWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -95,18 +96,26 @@ def test_a_missing_image_is_named(shapes, tmp_path):
         load_coco(str(broken), shapes["images"], 32, 2)
 
 
-def test_out_of_image_boxes_are_clipped_and_degenerate_ones_dropped(shapes, tmp_path):
+def test_out_of_image_boxes_are_clipped_and_degenerate_ones_dropped_with_a_warning(shapes, tmp_path):
     def change(coco):
         image_id = coco["images"][0]["id"]
-        coco["annotations"] = [
-            {"id": 1, "image_id": image_id, "category_id": 2, "bbox": [-10, 5, 30, 100], "iscrowd": 0},
-            {"id": 2, "image_id": image_id, "category_id": 1, "bbox": [50, 5, 10, 10], "iscrowd": 0},
-            {"id": 3, "image_id": image_id, "category_id": 1, "bbox": [5, 5, 0, 10], "iscrowd": 0},
+        coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != image_id] + [
+            {"id": 101, "image_id": image_id, "category_id": 2, "bbox": [-10, 5, 30, 100], "iscrowd": 0},
+            {"id": 102, "image_id": image_id, "category_id": 1, "bbox": [50, 5, 10, 10], "iscrowd": 0},
+            {"id": 103, "image_id": image_id, "category_id": 1, "bbox": [5, 5, 0, 10], "iscrowd": 0},
         ]
 
-    records, _ = read_coco(str(rewrite(shapes["annotations"], tmp_path / "edges.json", change)), shapes["images"])
+    edges = str(rewrite(shapes["annotations"], tmp_path / "edges.json", change))
+    with pytest.warns(BoxFormatWarning) as caught:
+        records, _ = read_coco(edges, shapes["images"])
     np.testing.assert_allclose(records[0]["boxes"], [[0, 5, 20, 48]])  # the image is 40 x 48
     np.testing.assert_array_equal(records[0]["labels"], [1])
+    (warning,) = caught
+    message = str(warning.message)
+    assert "edges.json" in message
+    assert "1 with no area" in message and "Annotation 103" in message
+    assert "1 outside their image" in message and "Annotation 102" in message
+    assert "1 reaching more than 1 pixel past their image, clipped" in message and "Annotation 101" in message
 
 
 def ground_truth_results(annotation_file):

@@ -1,9 +1,9 @@
 """VOC-style semantic segmentation data: image folder + mask folder, paired by name.
 
 Masks are single-channel PNGs of class indices (palette PNGs, as Pascal VOC
-ships them, read as their indices), 255 marking pixels to ignore. Masks are
-read with Pillow, because TensorFlow's PNG decoder expands a palette to
-colours.
+ships them, read as their indices), 255 marking pixels to ignore. Images and
+masks are read with Pillow (`heads.datasets.images`): TensorFlow's PNG
+decoder expands a palette to colours and ignores EXIF orientation.
 """
 
 import os
@@ -12,9 +12,17 @@ import numpy as np
 import tensorflow as tf
 
 from heads.datasets._random import split, with_seeds
+from heads.datasets.images import (
+    QUARTER_TURNS,
+    image_tensor,
+    inspect_image,
+    read_image,  # noqa: F401  (its old home: the demos import it from here)
+    read_single_channel,
+)
 from mnet_backbones.validation import check_image_size, check_positive_int
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
 IGNORE_LABEL = 255
 PAD_COLOUR = (124.0, 116.0, 104.0)  # the ImageNet mean, in 0..255
 
@@ -71,22 +79,20 @@ def read_mask(path, num_classes=None):
     """A mask file as a `(height, width)` uint8 array of class indices.
 
     Raises a ValueError naming the file if it is not single-channel, or, with
-    `num_classes`, if it holds a value `>= num_classes` other than 255.
+    `num_classes`, if it holds a value `>= num_classes` other than 255; an
+    OSError naming it if it is not a complete image file. An EXIF
+    orientation, if the file has one, is applied as to images.
 
     Example:
     ```python
     mask = read_mask("masks/000001.png", num_classes=4)
     ```
     """
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P", "I", "I;16", "1"):
-            raise ValueError(
-                f"Mask {path!r} has mode {image.mode!r}; masks must be single-channel PNGs of "
-                "class indices (mode L or P)."
-            )
-        mask = np.array(image)
+    mask, mode = read_single_channel(path)
+    if mode not in MASK_MODES:
+        raise ValueError(
+            f"Mask {path!r} has mode {mode!r}; masks must be single-channel PNGs of class indices (mode L or P)."
+        )
     if mask.ndim != 2:
         raise ValueError(f"Mask {path!r} must be single-channel, got shape {mask.shape}.")
     if mask.max(initial=0) > IGNORE_LABEL or mask.min(initial=0) < 0:
@@ -102,12 +108,29 @@ def read_mask(path, num_classes=None):
     return mask
 
 
-def read_image(path):
-    """An image file as a `(height, width, 3)` uint8 RGB array."""
-    from PIL import Image
+def size_mismatch(image_path, image_size, mask_path, mask_size, orientation=1):
+    """The ValueError for an image and mask of different sizes ((height, width) each), naming both."""
+    turned = (
+        f", as displayed: its EXIF orientation {orientation} turns it a quarter" if orientation in QUARTER_TURNS else ""
+    )
+    return ValueError(
+        f"Image {image_path!r} is {image_size[1]}x{image_size[0]} (width x height{turned}) but its mask "
+        f"{mask_path!r} is {mask_size[1]}x{mask_size[0]}; a mask must have the size of its image."
+    )
 
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))
+
+def check_pairs(image_paths, mask_paths):
+    """Checks every file before anything is decoded: complete image files, each mask the size of its image.
+
+    Reads headers and end markers only (`inspect_image`), so a broken file or
+    a mismatched pair fails here, naming the files, and not mid-epoch.
+    """
+    for image_path, mask_path in zip(image_paths, mask_paths):
+        image, mask = inspect_image(image_path), inspect_image(mask_path)
+        if (image.height, image.width) != (mask.height, mask.width):
+            raise size_mismatch(
+                image_path, (image.height, image.width), mask_path, (mask.height, mask.width), image.orientation
+            )
 
 
 def load_segmentation(
@@ -125,8 +148,13 @@ def load_segmentation(
 
     Images `(batch, height, width, 3)` float32 in 0..255, resized bilinearly;
     masks `(batch, height, width, 1)` int32, resized by nearest neighbour.
+    Images are read as displayed (EXIF orientation applied) and made 8-bit
+    RGB (grey, palette, RGBA, CMYK, 16-bit; see `heads.datasets.images`).
     Pairs match by file name; unpaired names raise a ValueError listing them.
-    With `num_classes`, every mask is checked first and a value
+    Every file is checked before the dataset is returned: a file that is
+    empty, not an image or truncated is an OSError naming it, and a mask of
+    another size than its image a ValueError naming both files and sizes.
+    With `num_classes`, every mask's values are checked too and a value
     `>= num_classes` other than 255 raises a ValueError naming the file.
 
     With `augment`: a random horizontal flip and scale jitter (resize by a
@@ -160,15 +188,17 @@ def load_segmentation(
     if not 0 < low <= high:
         raise ValueError(f"`scale_range` must be (min, max) with 0 < min <= max, got {scale_range!r}.")
     image_paths, mask_paths = segmentation_pairs(image_dir, mask_dir)
+    check_pairs(image_paths, mask_paths)
     if num_classes is not None:
+        num_classes = check_positive_int("num_classes", num_classes)
         for path in mask_paths:
             read_mask(path, num_classes)
 
     def load_mask(path):
-        return read_mask(path.decode())[..., None]
+        return read_mask(os.fsdecode(path))[..., None]
 
     def load(image_path, mask_path):
-        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        image = image_tensor(image_path)
         mask = tf.numpy_function(load_mask, [mask_path], tf.uint8, stateful=False)
         mask = tf.ensure_shape(mask, (None, None, 1))
         image = tf.image.resize(tf.cast(image, "float32"), (height, width), method="bilinear")
