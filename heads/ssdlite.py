@@ -42,6 +42,14 @@ bounding_boxes = keras.utils.bounding_boxes
 DEFAULT_EXTRA_FILTERS = (256, 256, 128, 128, 64, 64)
 
 
+def check_box_format(bounding_box_format):
+    """A ValueError now, at construction, for a format `keras.utils.bounding_boxes` does not know."""
+    try:
+        bounding_boxes.convert_format(ops.zeros((1, 4)), source="xyxy", target=bounding_box_format, height=1, width=1)
+    except ValueError as error:
+        raise ValueError(f"bounding_box_format={bounding_box_format!r} is not a box format: {error}") from None
+
+
 def _deserialize(layer):
     """A layer given as its config (as `from_config` passes it) rebuilt; a layer or None as it is."""
     return keras.layers.deserialize(layer) if isinstance(layer, dict) else layer
@@ -147,6 +155,7 @@ class SSDLiteObjectDetector(PyramidObjectDetector):
         check_pyramid_backbone(backbone, ("P4", "P5"), "SSDLite")
         num_classes = check_positive_int("num_classes", num_classes)
         image_size = check_image_size(image_size)
+        check_box_format(bounding_box_format)
         if isinstance(extra_filters, int):
             extra_filters = (extra_filters,)
         extra_filters = tuple(check_positive_int("extra_filters", f) for f in extra_filters)

@@ -12,6 +12,7 @@ builds one.
 """
 
 import keras
+import numpy as np
 from keras_hub.models import ImageSegmenter, ObjectDetector
 
 from mnet_backbones import MobileNetBackbone
@@ -22,6 +23,55 @@ def _refuse(task_name, builders):
         f"This preset holds no {task_name} (no task.json saved by save_to_preset): only a backbone. "
         f"Build a head on it with {builders}, e.g. heads.create_ssdlite(preset, num_classes=...)."
     )
+
+
+def _image_arrays(task, x):
+    """`x` as one array if it is images in memory; None for datasets and generators.
+
+    Raises a ValueError, before Keras sees the input, for what Keras would
+    misread: one image without a batch axis (Keras would take its rows for a
+    batch), an empty batch, a channel count or an image size the task does
+    not take. A list of images of different sizes comes back as the list.
+    """
+    if isinstance(x, (list, tuple)):
+        images = [np.asarray(image) for image in x]
+        if not images:
+            raise ValueError(f"{type(task).__name__}.predict got an empty list of images.")
+        if len({image.shape for image in images}) > 1:
+            for image in images:
+                _check_image(task, image[None], check_size=False)
+            return images
+        x = np.stack(images)
+    elif not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return None  # a tf.data.Dataset, a generator, a PyDataset: Keras checks those
+    shape = tuple(x.shape)
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"{type(task).__name__}.predict takes a batch of images (batch, height, width, 3); got one image "
+            f"of shape {shape}. Add a batch axis: predict(image[None])."
+        )
+    if len(shape) == 4 and shape[0] == 0:
+        raise ValueError(f"{type(task).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
+    _check_image(task, x)
+    return x
+
+
+def _check_image(task, batch, check_size=True):
+    shape = tuple(batch.shape)
+    height, width = task.image_size
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(
+            f"{type(task).__name__} takes RGB images (batch, height, width, 3); got shape {shape}. "
+            "Convert gray or RGBA images to RGB first (e.g. PIL's image.convert('RGB'))."
+        )
+    if shape[1] == 0 or shape[2] == 0:
+        raise ValueError(f"{type(task).__name__} got an image with no pixels (shape {shape}).")
+    if check_size and (shape[1], shape[2]) != (height, width):
+        raise ValueError(
+            f"{type(task).__name__} was built for {height}x{width} images; got {shape[1]}x{shape[2]} "
+            f"(shape {shape}). Resize them first (keras.layers.Resizing({height}, {width})), or build the "
+            "task with that image_size."
+        )
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -35,6 +85,38 @@ class PyramidObjectDetector(ObjectDetector):
             _refuse("detector", "heads.create_ssdlite()")
         super().__init__(*args, **kwargs)
 
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`, with images in memory checked first.
+
+        A list of images of different sizes is resized to the detector's
+        `image_size` and the boxes come back in each image's own pixels.
+        """
+        images = _image_arrays(self, x)
+        if not isinstance(images, list):
+            return super().predict(x if images is None else images, *args, **kwargs)
+        height, width = self.image_size
+        resized = np.stack(
+            [keras.ops.convert_to_numpy(keras.ops.image.resize(image, (height, width))) for image in images]
+        )
+        detections = super().predict(resized, *args, **kwargs)
+        return self._boxes_to_original_sizes(detections, [image.shape[:2] for image in images])
+
+    def _boxes_to_original_sizes(self, detections, sizes):
+        height, width = self.image_size
+        convert = keras.utils.bounding_boxes.convert_format
+        format = self.bounding_box_format
+        boxes = keras.ops.convert_to_numpy(
+            convert(detections["boxes"], source=format, target="xyxy", height=height, width=width)
+        )
+        out = boxes.copy()
+        for i, (image_height, image_width) in enumerate(sizes):
+            found = int(detections["num_detections"][i])
+            scale = np.array([image_width / width, image_height / height] * 2, boxes.dtype)
+            out[i, :found] = convert(
+                boxes[i, :found] * scale, source="xyxy", target=format, height=image_height, width=image_width
+            )
+        return {**detections, "boxes": out}
+
 
 @keras.saving.register_keras_serializable(package="heads")
 class PyramidImageSegmenter(ImageSegmenter):
@@ -46,3 +128,14 @@ class PyramidImageSegmenter(ImageSegmenter):
         if type(self) is PyramidImageSegmenter:
             _refuse("segmenter", "heads.create_deeplabv3plus()")
         super().__init__(*args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`, with images in memory checked first."""
+        images = _image_arrays(self, x)
+        if isinstance(images, list):
+            raise ValueError(
+                f"{type(self).__name__}.predict got images of different sizes "
+                f"{sorted({image.shape[:2] for image in images})}; it was built for "
+                f"{self.image_size[0]}x{self.image_size[1]}. Resize them (and the masks you compare with) first."
+            )
+        return super().predict(x if images is None else images, *args, **kwargs)
