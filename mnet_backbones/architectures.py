@@ -194,6 +194,21 @@ MOBILENETV3_LARGE = Architecture(
     ),
 )
 
+# torchvision's `mobilenet_v3_large(reduced_tail=True)` (the paper's Table 6
+# detection backbone): the last stage's outputs and the final conv halved, the
+# classifier head too. The first stride-32 block still expands 112 -> 672; the
+# later ones expand 80 -> 480, six times their (halved) input as before.
+MOBILENETV3_LARGE_REDUCED_TAIL = dataclasses.replace(
+    MOBILENETV3_LARGE,
+    name="mobilenetv3_large_reduced_tail",
+    head_filters=640,
+    stages=(
+        *MOBILENETV3_LARGE.stages[:5],
+        repeat(3, UIB(80, 6, mid=5, strides=2, se=0.25)),
+        (Conv(480),),
+    ),
+)
+
 MOBILENETV3_SMALL = Architecture(
     name="mobilenetv3_small",
     generation=3,
@@ -436,6 +451,7 @@ ARCHITECTURES = {
         MOBILENETV1,
         MOBILENETV2,
         MOBILENETV3_LARGE,
+        MOBILENETV3_LARGE_REDUCED_TAIL,
         MOBILENETV3_SMALL,
         MOBILENETV3_LARGE_MINIMAL,
         MOBILENETV3_SMALL_MINIMAL,

@@ -9,8 +9,21 @@ from mnet_backbones import architectures, weights
 from mnet_backbones.builder import build_features, check_output_stride
 from mnet_backbones.convert import timm
 from mnet_backbones.layers import check_padding
-from mnet_backbones.presets import PRESETS, check_preset_name, is_builtin_placeholder
+from mnet_backbones.presets import PRESETS, check_preset_name, is_builtin_placeholder, is_builtin_preset
 from mnet_backbones.validation import check_image_shape
+
+
+def resolve_architecture(architecture):
+    """The `Architecture` named `architecture`, with a pointer to `from_preset` for a preset name."""
+    if isinstance(architecture, str) and architecture not in architectures.ARCHITECTURES:
+        if is_builtin_preset(architecture):
+            raise ValueError(
+                f"{architecture!r} is a preset name, not an architecture: use "
+                f"MobileNetBackbone.from_preset({architecture!r}) (add load_weights=False for "
+                "random weights). MobileNetBackbone(architecture=...) takes one of "
+                f"{sorted(architectures.ARCHITECTURES)}."
+            )
+    return architectures.get_architecture(architecture)
 
 
 def validate_width_multiplier(width_multiplier):
@@ -38,7 +51,12 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
     weights unchanged. The pyramid keeps its four keys, named by nominal
     stride: with 16, `"P5"` has stride 16 like `"P4"`; with 8, `"P4"` and
     `"P5"` have stride 8 like `"P3"`. Attention blocks (V4 hybrid) keep their
-    key/value downsampling.
+    key/value downsampling. The block that gives up its stride keeps the
+    dilation before it (timm), or with `dilate_strided_block=True` is
+    dilated too (torchvision's MobileNetV3 `dilated=True`).
+
+    `backbone.feature_taps` names more points of the same graph, for heads
+    that read other maps than the pyramid's (see `feature_taps`).
 
     The backbone expects inputs normalised as its weights were trained; a
     `MobileNetImageClassifier` from a preset carries that preprocessing.
@@ -60,6 +78,10 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             HARD_SWISH operator, fastest in float32) or `"int8"` (a form
             XNNPACK's int8 path runs); the same function either way. The
             exporter builds full-integer files with `"int8"`.
+        dilate_strided_block: with `output_stride` 16 or 8, also dilate the
+            depthwise kernel of each block whose stride is removed
+            (torchvision's convention) instead of only the blocks after it
+            (timm's, the default).
         dtype: dtype policy of the layers.
 
     Example:
@@ -94,10 +116,13 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         image_shape=(None, None, 3),
         output_stride=32,
         hard_swish_form="fused",
+        dilate_strided_block=False,
         dtype=None,
         **kwargs,
     ):
-        arch = architectures.get_architecture(architecture)
+        arch = resolve_architecture(architecture)
+        if not isinstance(dilate_strided_block, bool):
+            raise TypeError(f"dilate_strided_block must be True or False. Received: {dilate_strided_block!r}.")
         output_stride = check_output_stride(output_stride)
         width_multiplier = validate_width_multiplier(width_multiplier)
         check_padding(padding)
@@ -105,7 +130,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
 
         # === Functional model ===
         inputs = keras.layers.Input(shape=image_shape)
-        outputs, pyramid = build_features(
+        outputs, pyramid, feature_taps = build_features(
             inputs,
             arch,
             width_multiplier=width_multiplier,
@@ -114,6 +139,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             bn_momentum=bn_momentum,
             output_stride=output_stride,
             hard_swish_form=hard_swish_form,
+            dilate_strided_block=dilate_strided_block,
             dtype=dtype,
         )
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
@@ -127,13 +153,47 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.image_shape = image_shape
         self.output_stride = output_stride
         self.hard_swish_form = hard_swish_form
+        self.dilate_strided_block = dilate_strided_block
         self.pyramid_outputs = pyramid
+        self._feature_taps = feature_taps
 
     @keras_hub.models.FeaturePyramidBackbone.pyramid_outputs.getter
     def pyramid_outputs(self):
         # A plain dict: Keras tracks the stored one, and on JAX a model whose
         # outputs are a tracked dict cannot be jit-compiled.
         return dict(getattr(self, "_pyramid_outputs", {}))
+
+    @property
+    def feature_taps(self):
+        """Named symbolic maps of this backbone's own graph, for heads.
+
+        A plain dict from name to `KerasTensor`:
+        - `"stem"`: the stem convolution's output (stride 2);
+        - `"blocks.{s}.{i}"`: the output of block `i` of stage `s`
+          (`architecture_spec.stages[s][i]`, timm's `blocks.s.i`);
+        - `"blocks.{s}.{i}.expansion"`: for every block with stride 2 in the
+          table and an expansion convolution, that convolution's output
+          after BatchNorm and activation (before the depthwise; in a fused
+          block, after its strided k x k expansion), which the MobileNetV3
+          paper's SSDLite and timm's `feature_location="expansion"` read;
+        - `"final"`: the backbone's output.
+
+        `keras.Model(backbone.input, {...})` on any of them shares this
+        backbone's layers and weights and computes each map once.
+
+        Example:
+        ```python
+        import keras, numpy as np
+        from mnet_backbones import MobileNetBackbone
+
+        backbone = MobileNetBackbone("mobilenetv3_large")
+        taps = backbone.feature_taps
+        c4 = keras.Model(backbone.input, [taps["blocks.5.0.expansion"], taps["final"]])
+        [tuple(t.shape) for t in c4(np.zeros((1, 320, 320, 3)))]
+        # [(1, 20, 20, 672), (1, 10, 10, 960)]
+        ```
+        """
+        return dict(getattr(self, "_feature_taps", {}))
 
     def call(self, inputs, *args, **kwargs):
         # Keras' own shape error prints the whole input array; say it briefly.
@@ -161,6 +221,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             image_shape=self.image_shape,
             output_stride=self.output_stride,
             hard_swish_form=self.hard_swish_form,
+            dilate_strided_block=self.dilate_strided_block,
         )
         return config
 

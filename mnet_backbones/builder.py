@@ -35,11 +35,12 @@ def final_conv_filters(arch, width_multiplier):
     return max(arch.final_conv, make_divisible(arch.final_conv * width_multiplier))
 
 
-def make_block(block, arch, width_multiplier, common, name, strides=None, dilation_rate=1):
+def make_block(block, arch, width_multiplier, common, name, strides=None, dilation_rate=1, return_expansion=False):
     """The Keras layer for one table row.
 
     `strides` (default: the row's) and `dilation_rate` let the builder turn a
-    stride into dilation of this and later blocks."""
+    stride into dilation of this and later blocks; `return_expansion` makes
+    a UIB or FusedIB layer return `(output, expansion)`."""
     filters = scale_filters(block.filters, width_multiplier, arch.channel_rounding)
     activation = getattr(block, "activation", None) or arch.activation
     strides = block.strides if strides is None else strides
@@ -69,6 +70,7 @@ def make_block(block, arch, width_multiplier, common, name, strides=None, dilati
             se_gate=arch.se_gate,
             residual=block.residual,
             layer_scale=arch.layer_scale,
+            return_expansion=return_expansion,
             name=name,
             **common,
         )
@@ -80,6 +82,7 @@ def make_block(block, arch, width_multiplier, common, name, strides=None, dilati
             strides=strides,
             activation=activation,
             dilation_rate=dilation_rate,
+            return_expansion=return_expansion,
             name=name,
             **common,
         )
@@ -100,6 +103,19 @@ def make_block(block, arch, width_multiplier, common, name, strides=None, dilati
     raise TypeError(f"Unknown block type {type(block).__name__}: {block!r}.")
 
 
+def has_expansion(block):
+    """Whether a table row has an expansion convolution (a tap point)."""
+    return isinstance(block, FusedIB) or (isinstance(block, UIB) and bool(block.expand))
+
+
+def expansion_tapped(block):
+    """Whether the builder taps this row's expansion: strided rows that have one.
+
+    Decided on the table's stride, so that every backbone of an architecture
+    has the same taps whatever its `output_stride`."""
+    return block.strides > 1 and has_expansion(block)
+
+
 def build_features(
     inputs,
     arch,
@@ -109,19 +125,24 @@ def build_features(
     bn_momentum=0.9,
     output_stride=32,
     hard_swish_form="fused",
+    dilate_strided_block=False,
     dtype=None,
 ):
     """Apply the stem, every stage and (V2) the final conv to `inputs`.
 
     With `output_stride` 16 or 8, a block that would take the map beyond that
     stride keeps stride 1 and every later depthwise kernel is dilated by the
-    stride it skipped (DeepLab's atrous trick; the skipping block itself keeps
-    the dilation before it, as timm does). Weights are unchanged.
+    stride it skipped (DeepLab's atrous trick). The skipping block itself
+    keeps the dilation before it, as timm does, or with
+    `dilate_strided_block=True` takes the new one, as torchvision's
+    MobileNetV3 does (`dilated=True`). Weights are unchanged either way.
 
     Returns:
-        `(output, pyramid)`: the final map, and a dict from `"P2"`..`"P5"` to
-        the output of the last block at nominal strides 4..32. Their real
-        strides are `min(nominal, output_stride)`.
+        `(output, pyramid, taps)`: the final map; a dict from `"P2"`..`"P5"`
+        to the output of the last block at nominal strides 4..32 (real
+        strides `min(nominal, output_stride)`); and the named feature taps:
+        `"stem"`, `"blocks.{s}.{i}"` for every block, `"blocks.{s}.{i}.expansion"`
+        for every strided block with an expansion convolution, and `"final"`.
     """
     output_stride = check_output_stride(output_stride)
     common = dict(
@@ -135,10 +156,11 @@ def build_features(
         name="stem",
         **common,
     )(inputs)
+    feature_taps = {"stem": x}
     stride = 2  # nominal: what the table gives, and what names the level
     real_stride = 2
     dilation = 1
-    taps = {}
+    last_at_stride = {}
     for stage_index, stage in enumerate(arch.stages):
         for block_index, block in enumerate(stage):
             name = f"blocks_{stage_index}_{block_index}"
@@ -146,13 +168,29 @@ def build_features(
             if strides > 1 and real_stride * strides > output_stride:
                 dilation *= strides
                 strides = 1
+                if dilate_strided_block:
+                    block_dilation = dilation
             real_stride *= strides
-            x = make_block(block, arch, width_multiplier, common, name, strides=strides, dilation_rate=block_dilation)(
-                x
+            tapped = expansion_tapped(block)
+            layer = make_block(
+                block,
+                arch,
+                width_multiplier,
+                common,
+                name,
+                strides=strides,
+                dilation_rate=block_dilation,
+                return_expansion=tapped,
             )
+            tap_name = f"blocks.{stage_index}.{block_index}"
+            if tapped:
+                x, feature_taps[f"{tap_name}.expansion"] = layer(x)
+            else:
+                x = layer(x)
+            feature_taps[tap_name] = x
             stride *= block.strides
-            taps[stride] = x
-    pyramid = {pyramid_level(s): taps[s] for s in PYRAMID_STRIDES}
+            last_at_stride[stride] = x
+    pyramid = {pyramid_level(s): last_at_stride[s] for s in PYRAMID_STRIDES}
     if arch.final_conv:
         x = ConvBNAct(
             final_conv_filters(arch, width_multiplier),
@@ -161,4 +199,5 @@ def build_features(
             name="final_conv",
             **common,
         )(x)
-    return x, pyramid
+    feature_taps["final"] = x
+    return x, pyramid, feature_taps

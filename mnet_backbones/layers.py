@@ -420,6 +420,12 @@ class InvertedBottleneck(_ResidualBlock):
         dilation_rate: dilation of every depthwise convolution; above 1 only
             with `strides=1` (a backbone built with `output_stride` < 32
             trades its later strides for dilation).
+        return_expansion: also return the output of the expansion
+            convolution (after its BatchNorm and activation, before the
+            middle depthwise): the block then returns `(output, expansion)`.
+            The backbone builds its strided blocks this way so that a head
+            can tap the expansion (the MobileNetV3 paper's SSDLite C4 map)
+            without a second graph. Needs an expansion convolution.
     """
 
     def __init__(
@@ -438,11 +444,17 @@ class InvertedBottleneck(_ResidualBlock):
         residual=True,
         layer_scale=None,
         dilation_rate=1,
+        return_expansion=False,
         **kwargs,
     ):
         super().__init__(filters, strides=strides, residual=residual, layer_scale=layer_scale, **kwargs)
         if strides > 1 and not (start_kernel or mid_kernel or end_kernel):
             raise ValueError("A strided InvertedBottleneck needs a depthwise kernel.")
+        if return_expansion and not expand_ratio:
+            raise ValueError(
+                f"return_expansion=True needs an expansion convolution, but expand_ratio={expand_ratio!r}."
+            )
+        self.return_expansion = bool(return_expansion)
         self.dilation_rate = _check_dilation(dilation_rate, strides)
         self.expand_ratio = expand_ratio
         self.start_kernel = start_kernel
@@ -457,10 +469,7 @@ class InvertedBottleneck(_ResidualBlock):
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
-        if self.expand_ratio:
-            mid_channels = make_divisible(in_channels * self.expand_ratio)
-        else:
-            mid_channels = in_channels
+        mid_channels = self._mid_channels(in_channels)
         stride_start = self.strides if self.start_kernel and not self.mid_kernel else 1
         stride_end = self.strides if self.end_kernel and not (self.start_kernel or self.mid_kernel) else 1
         dw = dict(depthwise=True, dilation_rate=self.dilation_rate)
@@ -508,17 +517,38 @@ class InvertedBottleneck(_ResidualBlock):
         )
         self._build_residual(input_shape)
 
+    def _mid_channels(self, in_channels):
+        return make_divisible(in_channels * self.expand_ratio) if self.expand_ratio else in_channels
+
     def call(self, inputs, training=None):
         x = inputs
+        expansion = None
         for layer in (self.dw_start, self.expand, self.dw_mid):
             if layer is not None:
                 x = layer(x, training=training)
+                if layer is self.expand:
+                    expansion = x
         if self.se is not None:
             x = self.se(x)
         x = self.project(x, training=training)
         if self.dw_end is not None:
             x = self.dw_end(x, training=training)
-        return self._finish(x, inputs)
+        x = self._finish(x, inputs)
+        return (x, expansion) if self.return_expansion else x
+
+    def compute_output_shape(self, input_shape):
+        output_shape = super().compute_output_shape(input_shape)
+        if not self.return_expansion:
+            return output_shape
+        # Only a start-only block (no mid kernel) strides before its expansion.
+        stride = self.strides if self.start_kernel and not self.mid_kernel else 1
+        expansion_shape = (
+            input_shape[0],
+            _ceil_div(input_shape[1], stride),
+            _ceil_div(input_shape[2], stride),
+            self._mid_channels(input_shape[-1]),
+        )
+        return output_shape, expansion_shape
 
     def get_config(self):
         config = super().get_config()
@@ -533,6 +563,7 @@ class InvertedBottleneck(_ResidualBlock):
             se_activation=self.se_activation,
             se_gate=self.se_gate,
             dilation_rate=self.dilation_rate,
+            return_expansion=self.return_expansion,
         )
         return config
 
@@ -549,12 +580,24 @@ class FusedInvertedBottleneck(_ResidualBlock):
         activation: activation after the expansion.
         dilation_rate: dilation of the expansion convolution (only with
             `strides=1`).
+        return_expansion: also return the expansion convolution's output
+            (after BatchNorm and activation; it carries the stride): the
+            block then returns `(output, expansion)`.
     """
 
     def __init__(
-        self, filters, expand_ratio=4.0, kernel_size=3, strides=1, activation="relu", dilation_rate=1, **kwargs
+        self,
+        filters,
+        expand_ratio=4.0,
+        kernel_size=3,
+        strides=1,
+        activation="relu",
+        dilation_rate=1,
+        return_expansion=False,
+        **kwargs,
     ):
         super().__init__(filters, strides=strides, **kwargs)
+        self.return_expansion = bool(return_expansion)
         self.expand_ratio = expand_ratio
         self.kernel_size = kernel_size
         self.activation = activation
@@ -576,9 +619,16 @@ class FusedInvertedBottleneck(_ResidualBlock):
         self._build_residual(input_shape)
 
     def call(self, inputs, training=None):
-        x = self.expand(inputs, training=training)
-        x = self.project(x, training=training)
-        return self._finish(x, inputs)
+        expansion = self.expand(inputs, training=training)
+        x = self._finish(self.project(expansion, training=training), inputs)
+        return (x, expansion) if self.return_expansion else x
+
+    def compute_output_shape(self, input_shape):
+        output_shape = super().compute_output_shape(input_shape)
+        if not self.return_expansion:
+            return output_shape
+        channels = make_divisible(input_shape[-1] * self.expand_ratio)
+        return output_shape, (*output_shape[:3], channels)
 
     def get_config(self):
         config = super().get_config()
@@ -587,6 +637,7 @@ class FusedInvertedBottleneck(_ResidualBlock):
             kernel_size=self.kernel_size,
             activation=self.activation,
             dilation_rate=self.dilation_rate,
+            return_expansion=self.return_expansion,
         )
         return config
 

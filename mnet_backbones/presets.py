@@ -241,6 +241,11 @@ def is_builtin_placeholder(filepath):
     return path.startswith(os.path.abspath(PRESET_DIR) + os.sep)
 
 
+def is_builtin_preset(name):
+    """Whether `name` is a built-in preset name."""
+    return isinstance(name, str) and name in PRESETS
+
+
 def get_preset(name):
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(PRESETS)}.")
