@@ -83,7 +83,7 @@ def checked_bbox(annotation, describe, annotation_file):
     values = np.array(bbox, dtype="float64")
     if not np.all(np.isfinite(values)):
         raise ValueError(
-            f"{describe} of {annotation_file!r} has bbox {bbox!r}, with a NaN or infinite coordinate; "
+            f"{describe} of {annotation_file!r} has bbox {json.dumps(bbox)}, with a NaN or infinite coordinate; "
             "coordinates must be finite numbers (pixels)."
         )
     return values
