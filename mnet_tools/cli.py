@@ -11,70 +11,175 @@ A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
 exit status. `COMMANDS` lists the `add_*` functions, so a new subcommand is
 one more pair and one more entry. A `CommandError` is a user error: `main`
-prints it as one line and returns 2, as argparse does for bad arguments.
+prints it as one line and returns 2, as argparse does for bad arguments; an
+`OSError` (a disk full, a file that cannot be read) is one line and status 1;
+Ctrl-C is one line and status 130, and leaves no half-written output.
+
+Importing Keras starts TensorFlow, which takes seconds and prints its start-up
+log. So this module imports only the standard library: `--help`, `--version`
+and argument errors answer at once; `main` starts Keras (quietly, see
+`start_keras`) only to run a command, and each `run_*` imports the models it
+needs.
 """
 
 import argparse
+import contextlib
+import importlib.util
 import math
 import os
 import shutil
 import sys
 import time
 
-import keras
-
-from mnet_backbones import weights
-from mnet_backbones._version import __version__
-from mnet_backbones.architectures import get_architecture
-from mnet_backbones.backbone import MobileNetBackbone
-from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
-from mnet_backbones.classifier import MobileNetImageClassifier
-from mnet_backbones.constants import IMAGENET_CLASSES
-from mnet_backbones.convert import timm
-from mnet_backbones.presets import PRESETS, check_preset_name
-from mnet_tools import bench, export
-from mnet_tools.demos import detection, segmentation
-from mnet_tools.macs import count_macs
-from mnet_tools.tables import markdown_table
-
 PROG = "mnet-backbones"
-PYRAMID_LEVELS = tuple(pyramid_level(stride) for stride in PYRAMID_STRIDES)
+# What `export` writes, repeated from `mnet_tools.export` (which imports Keras)
+# so that the arguments are declared without it; tests/test_cli.py checks they agree.
+EXPORT_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+EXPORT_TASKS = ("classifier", "backbone")
+DEFAULT_CALIBRATION_IMAGES = 100
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
+TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
 
 class CommandError(Exception):
-    """A mistake in the command's arguments, reported without a traceback."""
+    """A mistake in the command's arguments or inputs, reported without a traceback."""
+
+
+# --------------------------------------------------------------------------
+# Starting Keras without TensorFlow's log.
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines bypass Python."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def start_keras():
+    """Import Keras (and with it TensorFlow) without TensorFlow's log on the terminal.
+
+    TensorFlow prints oneDNN, CUDA and CPU-feature notices while it loads,
+    before its own log level applies: those lines are dropped. Its later C++
+    log is turned off (TF_CPP_MIN_LOG_LEVEL=3: on a machine without a GPU it
+    logs a CUDA *error* at first use) and absl's Python log shows errors only;
+    TensorFlow's real failures still come as Python exceptions.
+    TF_CPP_MIN_LOG_LEVEL=0, 1 or 2 in the environment keeps the log at that level.
+    """
+    verbose = os.environ.get(TF_LOG_LEVEL, "") in ("0", "1", "2")
+    if verbose or "keras" in sys.modules:
+        import keras  # noqa: F401
+
+        return
+    os.environ[TF_LOG_LEVEL] = "3"
+    with _stderr_silenced():
+        import keras  # noqa: F401
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def package_version():
+    """`mnet_backbones.__version__`, read without importing the package (which imports Keras)."""
+    package = importlib.util.find_spec("mnet_backbones")
+    path = os.path.join(package.submodule_search_locations[0], "_version.py")
+    spec = importlib.util.spec_from_file_location("mnet_backbones_version", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.__version__
+
+
+class VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {package_version()}")
+        parser.exit()
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose description may be a function, called only to show the help.
+
+    A description that quotes a constant from a module that imports Keras
+    (bench's default presets) then costs nothing on other calls.
+    """
+
+    def format_help(self):
+        if callable(self.description):
+            self.description = self.description()
+        return super().format_help()
 
 
 # --------------------------------------------------------------------------
 # Shared helpers.
 def positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def pyramid_levels():
+    from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
+
+    return tuple(pyramid_level(stride) for stride in PYRAMID_STRIDES)
 
 
 def trainable_parameters(model):
     return sum(math.prod(weight.shape) for weight in model.trainable_weights)
 
 
-def build_classifier(preset, image_shape=(None, None, 3), num_classes=IMAGENET_CLASSES):
+def build_classifier(preset, image_shape=(None, None, 3), num_classes=None):
     """A randomly initialised classifier on the preset's backbone.
 
-    A bad preset name or image shape becomes a `CommandError`.
+    A bad preset name, a broken preset folder or a bad image shape becomes a
+    `CommandError`.
     """
+    from mnet_backbones import files
+    from mnet_backbones.backbone import MobileNetBackbone
+    from mnet_backbones.classifier import MobileNetImageClassifier
+    from mnet_backbones.constants import IMAGENET_CLASSES
+
     try:
+        if os.path.isdir(preset):
+            files.check_preset_folder(preset, weights=False)  # random weights: the folder's are not read
         backbone = MobileNetBackbone.from_preset(preset, load_weights=False, image_shape=image_shape)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
-    return MobileNetImageClassifier(backbone, num_classes=num_classes)
+    return MobileNetImageClassifier(backbone, num_classes=num_classes or IMAGENET_CLASSES)
 
 
 def macs_millions(model, image_shape):
     """MACs in millions as text; "n/a" off TensorFlow, whose graph the counter reads."""
+    import keras
+
+    from mnet_tools.macs import count_macs
+
     if keras.backend.backend() != "tensorflow":
         return "n/a"
     return f"{count_macs(model, image_shape) / 1e6:,.1f}"
+
+
+def no_weights_here(error, instead):
+    """A `PretrainedWeightsUnavailableError` in one line, with what to do on the command line.
+
+    The error's own text is for Python callers (it names `load_weights=False`
+    and lists three ways out over several lines); `instead` is the flag or
+    command that helps here.
+    """
+    reason = str(error.__cause__ or error).strip().splitlines()[0]
+    return CommandError(f"no pretrained weights here: {reason}. {instead}")
 
 
 # --------------------------------------------------------------------------
@@ -97,6 +202,11 @@ def add_list(subcommands):
 
 
 def run_list(args):
+    from mnet_backbones.architectures import get_architecture
+    from mnet_backbones.constants import IMAGENET_CLASSES
+    from mnet_backbones.presets import PRESETS
+    from mnet_tools.tables import markdown_table
+
     header = ["preset", "generation", "width", "resolution", "padding"]
     rows = []
     for preset in PRESETS.values():
@@ -116,13 +226,14 @@ def run_list(args):
             f"Building {len(rows)} classifiers to count their parameters (--no-params skips this)...",
             file=sys.stderr,
         )
-        header += [f"params ({IMAGENET_CLASSES} classes)", *PYRAMID_LEVELS, "MACs (M)"]
+        levels = pyramid_levels()
+        header += [f"params ({IMAGENET_CLASSES} classes)", *levels, "MACs (M)"]
         right_aligned |= set(range(5, len(header)))
         for row in rows:
             classifier = build_classifier(row[0])
             pyramid = classifier.backbone.pyramid_outputs
             row.append(f"{trainable_parameters(classifier):,}")
-            row.extend(str(pyramid[level].shape[-1]) for level in PYRAMID_LEVELS)
+            row.extend(str(pyramid[level].shape[-1]) for level in levels)
             resolution = int(row[3])
             row.append(macs_millions(classifier, (resolution, resolution, 3)))
     print(markdown_table(header, rows, right_aligned))
@@ -150,14 +261,15 @@ def add_summary(subcommands):
     parser.add_argument(
         "--num-classes",
         type=positive_int,
-        default=IMAGENET_CLASSES,
         metavar="N",
-        help=f"classes of the classifier whose parameters are counted (default: {IMAGENET_CLASSES})",
+        help="classes of the classifier whose parameters are counted (default: ImageNet's 1000)",
     )
     parser.set_defaults(run=run_summary)
 
 
 def reference_size(preset):
+    from mnet_backbones.presets import PRESETS, check_preset_name
+
     if preset in PRESETS:
         resolution = PRESETS[preset].resolution
         return resolution, resolution
@@ -169,6 +281,9 @@ def reference_size(preset):
 
 
 def run_summary(args):
+    from mnet_backbones.builder import PYRAMID_STRIDES
+    from mnet_tools.tables import markdown_table
+
     height, width = args.size or reference_size(args.preset)
     classifier = build_classifier(args.preset, (height, width, 3), args.num_classes)
     backbone = classifier.backbone
@@ -180,14 +295,14 @@ def run_summary(args):
     )
     print()
     outputs = [
-        (level, stride, backbone.pyramid_outputs[level]) for level, stride in zip(PYRAMID_LEVELS, PYRAMID_STRIDES)
+        (level, stride, backbone.pyramid_outputs[level]) for level, stride in zip(pyramid_levels(), PYRAMID_STRIDES)
     ]
     outputs.append(("output", PYRAMID_STRIDES[-1], backbone.output))
     rows = [[name, str(stride), str(tuple(tensor.shape[1:]))] for name, stride, tensor in outputs]
     print(markdown_table(["level", "stride", "shape (H, W, C)"], rows, right_aligned={1}))
     print()
     print(f"backbone parameters:   {backbone.count_params():,} ({trainable_parameters(backbone):,} trainable)")
-    print(f"classifier parameters: {trainable_parameters(classifier):,} trainable ({args.num_classes} classes)")
+    print(f"classifier parameters: {trainable_parameters(classifier):,} trainable ({classifier.num_classes} classes)")
     print(f"classifier MACs:       {macs_millions(classifier, (height, width, 3))} M")
     return 0
 
@@ -202,7 +317,8 @@ def add_convert(subcommands):
             "Convert SOURCE (a timm snapshot folder with config.json and "
             "model.safetensors, an hf://timm/<name>.<tag> handle, or a built-in "
             "preset name) into a keras-hub preset folder OUT_DIR that "
-            "from_preset(OUT_DIR) loads offline."
+            "from_preset(OUT_DIR) and `mnet-backbones export OUT_DIR` load offline. "
+            "OUT_DIR appears only when complete: an error or Ctrl-C leaves none."
         ),
     )
     parser.add_argument("source")
@@ -210,33 +326,90 @@ def add_convert(subcommands):
     parser.set_defaults(run=run_convert)
 
 
+def convert_built_in(name, folder, progress):
+    """A built-in preset's pretrained classifier, through the weights cache (filled on first use)."""
+    from mnet_backbones import weights
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    progress(f"resolving {weights.checkpoint_source(name)}")
+    try:
+        cached = weights.ensure_cached(name, MobileNetImageClassifier, progress=progress)
+    except weights.PretrainedWeightsUnavailableError as error:
+        raise no_weights_here(
+            error,
+            "convert downloads the checkpoint once: run it where there is network, then copy OUT_DIR here.",
+        ) from None
+    progress(f"copying {cached}")
+    shutil.copytree(cached, folder, dirs_exist_ok=True)
+
+
+def convert_timm(source, folder, progress):
+    """A timm snapshot folder or hf://timm handle, through our converter."""
+    from mnet_backbones import files
+    from mnet_backbones.classifier import MobileNetImageClassifier
+    from mnet_backbones.convert import timm
+
+    progress(f"reading {source}")
+    snapshot = timm.resolve_snapshot(source)
+    files.check_preset_folder(snapshot)
+    progress("converting")
+    classifier = timm.classifier_from_snapshot(MobileNetImageClassifier, snapshot)
+    progress("writing")
+    classifier.save_to_preset(folder)
+
+
+def is_built_in(source):
+    from mnet_backbones.presets import PRESETS
+
+    return source in PRESETS
+
+
+def is_timm_source(source):
+    from mnet_backbones.convert import timm
+
+    return source.startswith(timm.HF_SCHEME) or timm.is_timm_snapshot(source)
+
+
+# The kinds of SOURCE `convert` takes, tried in order: (what it is, test, converter).
+# A converter writes the preset into the folder it is given, which becomes OUT_DIR.
+CONVERTERS = (
+    ("a built-in preset", is_built_in, convert_built_in),
+    ("a timm snapshot folder or hf://timm handle", is_timm_source, convert_timm),
+)
+
+
+def check_new_folder(path, flag):
+    """`path` may be made as a new folder: absent, or an empty folder."""
+    if os.path.isfile(path):
+        raise CommandError(f"{flag} {path!r} is a file; give a new folder.")
+    if os.path.isdir(path) and os.listdir(path):
+        raise CommandError(f"{flag} {path!r} exists and is not empty; choose a new folder.")
+
+
 def run_convert(args):
+    from mnet_backbones import files
+
     start = time.perf_counter()
     steps = iter(range(1, 4))
 
     def progress(message):
-        print(f"[{next(steps, 3)}/3 {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr)
+        print(f"[{next(steps, 3)}/3 {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    if os.path.exists(args.out_dir) and os.listdir(args.out_dir):
-        raise CommandError(f"{args.out_dir!r} exists and is not empty; choose a new folder.")
+    check_new_folder(args.out_dir, "OUT_DIR")
+    matches = [(kind, convert) for kind, test, convert in CONVERTERS if test(args.source)]
+    if not matches:
+        kinds = ", ".join(kind for kind, _, _ in CONVERTERS)
+        raise CommandError(
+            f"{args.source!r} is none of: {kinds} (config.json with 'architecture' + model.safetensors)."
+        )
+    (_, convert), *_ = matches
     try:
-        if args.source in PRESETS:
-            progress(f"resolving {weights.checkpoint_source(args.source)}")
-            cached = weights.ensure_cached(args.source, MobileNetImageClassifier, progress=progress)
-            shutil.copytree(cached, args.out_dir, dirs_exist_ok=True)
-        else:
-            progress(f"reading {args.source}")
-            snapshot = timm.resolve_snapshot(args.source)
-            if snapshot is None:
-                raise CommandError(
-                    f"{args.source!r} is neither a built-in preset, an hf:// handle nor a "
-                    "timm snapshot folder (config.json with 'architecture' + model.safetensors)."
-                )
-            progress("converting")
-            classifier = timm.classifier_from_snapshot(MobileNetImageClassifier, snapshot)
-            progress(f"writing {args.out_dir}")
-            weights.save_converted(classifier, args.out_dir)
-    except (ValueError, ConnectionError, FileNotFoundError) as error:
+        # The folder the preset is written to is made first, beside OUT_DIR: an
+        # unwritable place fails now, not after the conversion.
+        staging = files.make_staging_folder(args.out_dir)
+        with files.atomic_folder(args.out_dir, staging=staging):
+            convert(args.source, staging, progress)
+    except (ValueError, OSError) as error:  # ConnectionError is an OSError
         raise CommandError(str(error)) from None
     print(
         f"wrote {args.out_dir} ({time.perf_counter() - start:.1f}s): load it with "
@@ -247,7 +420,7 @@ def run_convert(args):
 
 # --------------------------------------------------------------------------
 # mnet-backbones demo detection|segmentation [DEMO OPTIONS]
-DEMOS = {"detection": detection, "segmentation": segmentation}
+DEMOS = {"detection": "mnet_tools.demos.detection", "segmentation": "mnet_tools.demos.segmentation"}
 
 
 def add_demo(subcommands):
@@ -260,7 +433,8 @@ def add_demo(subcommands):
         "predictions. Options after the demo's name go to the demo: "
         "`mnet-backbones demo detection --help` lists them.",
     )
-    parser.add_argument("demo", choices=sorted(DEMOS))
+    # The choices as the name: a missing demo is reported as "required: {detection,segmentation}".
+    parser.add_argument("demo", choices=sorted(DEMOS), metavar="{" + ",".join(sorted(DEMOS)) + "}")
     options = parser.add_argument("demo_options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     # argparse counts a REMAINDER positional as required, and would name it
     # when the demo is missing; none is needed after the demo's name.
@@ -269,20 +443,32 @@ def add_demo(subcommands):
 
 
 def run_demo(args):
-    return DEMOS[args.demo].main(args.demo_options)
+    demo = DEMOS[args.demo]
+    if isinstance(demo, str):
+        demo = importlib.import_module(demo)
+    return demo.main(args.demo_options)
 
 
 # --------------------------------------------------------------------------
 # mnet-backbones bench [PRESETS...]
+def bench_description():
+    start_keras()  # bench imports Keras
+    from mnet_tools import bench
+
+    return (
+        "Time each preset's 1000-class classifier (random weights, its "
+        "reference resolution) in Keras TensorFlow graph mode and in LiteRT float32 and "
+        "int8, next to keras.applications' model of the same architecture for V1-V3, "
+        "and print the medians and ratios as markdown tables. Needs KERAS_BACKEND="
+        f"tensorflow. Default presets: {' '.join(bench.DEFAULT_PRESETS)}."
+    )
+
+
 def add_bench(subcommands):
     parser = subcommands.add_parser(
         "bench",
         help="latency, MACs and memory of presets, side by side with keras.applications",
-        description="Time each preset's 1000-class classifier (random weights, its "
-        "reference resolution) in Keras TensorFlow graph mode and in LiteRT float32 and "
-        "int8, next to keras.applications' model of the same architecture for V1-V3, "
-        "and print the medians and ratios as markdown tables. Needs KERAS_BACKEND="
-        f"tensorflow. Default presets: {' '.join(bench.DEFAULT_PRESETS)}.",
+        description=bench_description,
     )
     parser.add_argument("presets", nargs="*", metavar="PRESET", help="built-in preset names")
     parser.add_argument(
@@ -316,12 +502,17 @@ def add_bench(subcommands):
     parser.set_defaults(run=run_bench)
 
 
-def run_bench(args):
+def require_tensorflow(command, why):
+    import keras
+
     if keras.backend.backend() != "tensorflow":
-        raise CommandError(
-            f"bench times TensorFlow graph mode and LiteRT; run it with KERAS_BACKEND=tensorflow "
-            f"(now {keras.backend.backend()!r})."
-        )
+        raise CommandError(f"{command} {why}; run it with KERAS_BACKEND=tensorflow (now {keras.backend.backend()!r}).")
+
+
+def run_bench(args):
+    require_tensorflow("bench", "times TensorFlow graph mode and LiteRT")
+    from mnet_tools import bench
+
     presets = tuple(args.presets) or bench.DEFAULT_PRESETS
     repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
     if args.blocks:
@@ -339,7 +530,7 @@ def run_bench(args):
             batch_sizes,
             peers=args.peers,
             int8=args.int8,
-            progress=lambda name: print(f"measuring {name}", file=sys.stderr),
+            progress=lambda name: print(f"measuring {name}", file=sys.stderr, flush=True),
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
@@ -356,24 +547,25 @@ def add_export(subcommands):
         "export",
         help="write a model as LiteRT or ONNX (optionally int8) and check it against Keras",
         description="Export MODEL (a built-in preset name, a folder written by "
-        "save_to_preset, or a .keras file: classifier, backbone, SSDLite detector or "
-        "DeepLabV3+ segmenter) to OUT, then run the file beside the Keras model and "
-        "print their agreement. Needs KERAS_BACKEND=tensorflow.",
+        "save_to_preset or `mnet-backbones convert`, a timm snapshot folder, or a .keras "
+        "file: classifier, backbone, SSDLite detector or DeepLabV3+ segmenter) to OUT, "
+        "then run the file beside the Keras model and print their agreement. OUT is "
+        "written whole or not at all. Needs KERAS_BACKEND=tensorflow.",
     )
     parser.add_argument("model", metavar="MODEL", help="preset name, preset folder or .keras file")
     parser.add_argument("out", metavar="OUT", help="the file to write (.tflite or .onnx)")
-    parser.add_argument("--format", choices=export.FORMATS, default="litert", help="default: litert")
+    parser.add_argument("--format", choices=tuple(EXPORT_SUFFIXES), default="litert", help="default: litert")
     parser.add_argument(
         "--task",
-        choices=export.TASKS,
-        default="classifier",
-        help="for a preset name: the 1000-class classifier (default) or the bare backbone",
+        choices=EXPORT_TASKS,
+        help="what to export: the classifier or the bare backbone (default: what MODEL holds; "
+        "the 1000-class classifier for a preset name)",
     )
     parser.add_argument(
         "--no-weights",
         dest="load_weights",
         action="store_false",
-        help="for a preset name: random weights instead of the pretrained ones",
+        help="for a preset name: random weights instead of the pretrained ones (no download)",
     )
     parser.add_argument(
         "--image-size",
@@ -398,28 +590,53 @@ def add_export(subcommands):
     parser.add_argument(
         "--num-calibration",
         type=positive_int,
-        default=export.DEFAULT_CALIBRATION_IMAGES,
+        default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
-        help=f"images to use from DIR (default {export.DEFAULT_CALIBRATION_IMAGES})",
+        help=f"images to use from DIR (default {DEFAULT_CALIBRATION_IMAGES})",
     )
     parser.set_defaults(run=run_export)
 
 
-def run_export(args):
-    if keras.backend.backend() != "tensorflow":
-        raise CommandError(
-            "export converts through TensorFlow; run it with KERAS_BACKEND=tensorflow "
-            f"(now {keras.backend.backend()!r})."
-        )
+def check_export_arguments(args):
+    """The checks that need no model: each a `CommandError` before minutes of loading and converting."""
     if args.image_size is not None and len(args.image_size) > 2:
         raise CommandError(f"--image-size takes H or H W, got {args.image_size}")
     if args.int8 and args.format != "litert":
         raise CommandError("--int8 is available with --format litert only")
     if args.int8 and not args.calibration_data:
         raise CommandError("--int8 needs --calibration-data DIR: a folder of images like the ones the model will see")
-    expected_suffix = export.SUFFIXES[args.format]
-    if not args.out.endswith(expected_suffix):
-        raise CommandError(f"OUT must end with {expected_suffix} for --format {args.format}, got {args.out!r}")
+    suffix = EXPORT_SUFFIXES[args.format]
+    if not args.out.endswith(suffix):
+        raise CommandError(f"OUT must end with {suffix} for --format {args.format}, got {args.out!r}")
+    if os.path.isdir(args.out):
+        raise CommandError(f"OUT {args.out!r} is a folder; give the file to write, ending with {suffix}.")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        what = "is a file" if os.path.exists(folder) else "does not exist"
+        raise CommandError(f"OUT's folder {folder!r} {what}; create it first.")
+    try:  # permissions alone do not tell (a read-only file system, root): try it
+        with tempfile_in(folder):
+            pass
+    except OSError as error:
+        raise CommandError(f"cannot write OUT {args.out!r}: no file can be created in {folder!r} ({error.strerror}).")
+    if args.calibration_data is not None and not os.path.isdir(args.calibration_data):
+        what = "is a file" if os.path.exists(args.calibration_data) else "does not exist"
+        raise CommandError(f"--calibration-data {args.calibration_data!r} {what}; give a folder of images.")
+
+
+def tempfile_in(folder):
+    import tempfile
+
+    return tempfile.TemporaryFile(dir=folder)
+
+
+def run_export(args):
+    require_tensorflow("export", "converts through TensorFlow")
+    check_export_arguments(args)
+    from mnet_backbones.presets import PRESETS
+    from mnet_backbones.weights import PretrainedWeightsUnavailableError
+    from mnet_tools import export
+
     try:
         model, normalize = export.load_model(args.model, task=args.task, load_weights=args.load_weights)
         image_size = args.image_size  # [H] or [H, W]
@@ -442,7 +659,13 @@ def run_export(args):
             calibration_images=inputs if args.int8 else None,
             batch_size=args.batch_size,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except PretrainedWeightsUnavailableError as error:
+        raise no_weights_here(
+            error,
+            "Pass --no-weights for random weights, or run `mnet-backbones convert "
+            f"{args.model} DIR` where there is network, copy DIR here and export DIR.",
+        ) from None
+    except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
     report = export.compare(model, args.out, inputs)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB), input {image_size[0]} x {image_size[1]}")
@@ -457,9 +680,9 @@ COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench, add_export)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description="MobileNet V1-V4 backbones for keras-hub.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog=PROG, description="MobileNet V1-V4 backbones for keras-hub.")
+    parser.add_argument("--version", action=VersionAction, help="show the version and exit")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for add_command in COMMANDS:
         add_command(subcommands)
     return parser
@@ -469,7 +692,14 @@ def main(argv=None):
     """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        start_keras()
         return args.run(args)
     except CommandError as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine's, not the arguments': a full disk, a lost connection
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG} {args.command}: interrupted; nothing half-written was left.", file=sys.stderr)
+        return INTERRUPTED

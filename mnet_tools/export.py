@@ -34,9 +34,11 @@ import numpy as np
 from PIL import Image
 
 import heads  # noqa: F401  (registers the heads' classes, for loading .keras files)
+from mnet_backbones import files
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier, MobileNetImageConverter
 from mnet_backbones.constants import IMAGENET_CLASSES
+from mnet_backbones.convert import timm
 from mnet_backbones.presets import PRESETS
 from mnet_backbones.validation import check_image_size, check_positive_int
 from mnet_tools import detection_export, litert
@@ -46,6 +48,8 @@ SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 TASKS = ("classifier", "backbone")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_CALIBRATION_IMAGES = 100
+TASK_CONFIG = "task.json"  # keras-hub's name for a task preset's own config
+IMAGE_CONVERTER_CONFIG = "image_converter.json"
 
 
 def _require_tensorflow(what):
@@ -83,21 +87,41 @@ def _normalizer(converter):
     return lambda pixels: np.asarray(pixels, "float32") * scale + offset
 
 
-def load_model(source, task="classifier", load_weights=True, num_classes=None):
+def load_model(source, task=None, load_weights=True, num_classes=None):
     """The model named by `source` and the function that prepares its inputs.
 
-    `source` is a built-in preset name (then `task` picks the 1000-class, or
-    `num_classes`, classifier or the bare backbone, and `load_weights` whether
-    to fetch its pretrained weights), a folder written by `save_to_preset` or
-    a timm snapshot (a task folder loads as its task; otherwise `task` picks
-    the classifier or the backbone on it), or a `.keras` file (classifiers, backbones, SSDLite detectors, DeepLabV3+
-    segmenters). Returns `(model, normalize)`, where `normalize` maps RGB pixels
-    in 0..255 to what the model takes: the preset's normalisation for
-    backbones and classifiers; the identity for the heads, which normalise
-    inside the model.
+    Args:
+        source: a built-in preset name; a folder written by `save_to_preset`
+            (`mnet-backbones convert` writes one) or a timm snapshot folder;
+            or a `.keras` file (classifiers, backbones, SSDLite detectors,
+            DeepLabV3+ segmenters).
+        task: None (default) for what `source` holds: a task folder's or
+            `.keras` file's model, a timm snapshot's classifier, a bare
+            backbone preset's backbone, a preset name's classifier.
+            "classifier" insists on a classifier (one with `num_classes` on a
+            bare backbone); "backbone" takes the backbone of what `source` holds.
+        load_weights: for a preset name, whether to fetch its pretrained
+            weights (False: random weights, no network).
+        num_classes: the classifier's classes, for a preset name (default
+            1000) or a bare backbone.
+
+    Returns `(model, normalize)`, where `normalize` maps RGB pixels in
+    0..255 to what the model takes: the preset's normalisation for backbones
+    and classifiers; the identity for the heads, which normalise inside the
+    model.
+
+    A broken file (invalid JSON, a truncated weights file, a `.keras` archive
+    cut short or failing its CRC) raises an `OSError` or `ValueError` naming
+    the file and what is wrong (see `mnet_backbones.files`).
+
+    Example:
+    ```python
+    model, normalize = load_model("mobilenetv3_small_050", load_weights=False)
+    backbone, _ = load_model("converted_preset", task="backbone")
+    ```
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}.")
+    if task not in (None, *TASKS):
+        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS} (or None: what the source holds).")
     source = os.fspath(source)
     if source in PRESETS:
         converter = MobileNetImageConverter.from_preset(source)
@@ -109,30 +133,96 @@ def load_model(source, task="classifier", load_weights=True, num_classes=None):
             )
         return model, _normalizer(converter)
     if source.endswith(".keras"):
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"No such .keras file: {source!r}.")
-        model = keras.models.load_model(source)
+        files.check_keras_file(source)
+        try:
+            model = keras.saving.load_model(source)
+        except Exception as error:  # Keras's errors for a bad archive do not say which file
+            raise ValueError(f"Cannot load {source}: {type(error).__name__}: {error}") from error
+        converter = None
     elif os.path.isdir(source):
-        if os.path.exists(os.path.join(source, "task.json")):
-            model = keras_hub.models.Task.from_preset(source)
-        elif task == "backbone":
-            model = keras_hub.models.Backbone.from_preset(source)
-        else:  # a backbone-only preset or a timm snapshot: the classifier on it
-            kwargs = {} if num_classes is None else {"num_classes": num_classes}
-            try:
-                model = MobileNetImageClassifier.from_preset(source, **kwargs)
-            except TypeError as error:
-                raise ValueError(
-                    f"{source!r} holds a backbone without a classifier head ({error}); "
-                    "export it with task='backbone' (--task backbone) or pass num_classes."
-                ) from None
+        files.check_preset_folder(source)
+        try:
+            model, converter = _load_folder(source, num_classes)
+        except (ValueError, OSError):
+            raise
+        except Exception as error:  # keras-hub's errors for a bad preset do not say which folder
+            raise ValueError(f"Cannot load the preset folder {source}: {type(error).__name__}: {error}") from error
+    elif os.path.exists(source):
+        raise ValueError(
+            f"{source!r} is a file, but not a .keras file; export takes a built-in preset name, "
+            "a preset folder or a .keras file."
+        )
     else:
         raise ValueError(
             f"{source!r} is neither a built-in preset, a saved preset folder nor a "
             f".keras file. Built-in presets: {sorted(PRESETS)}."
         )
     preprocessor = getattr(model, "preprocessor", None)
-    return model, _normalizer(getattr(preprocessor, "image_converter", None))
+    converter = getattr(preprocessor, "image_converter", None) or converter
+    return _pick_task(model, task, source, num_classes), _normalizer(converter)
+
+
+def _saved_task_class(folder):
+    """The class a preset folder's task.json names, registered with Keras, or None without one."""
+    path = os.path.join(folder, TASK_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    registered_name = files.read_json(path).get("registered_name")
+    task_class = keras.saving.get_registered_object(registered_name)
+    if task_class is None:
+        raise ValueError(
+            f"{path} names the task class {registered_name!r}, which is not registered: import the "
+            "module that defines it before loading (heads, for SSDLite and DeepLabV3+)."
+        )
+    return task_class
+
+
+def _load_folder(folder, num_classes):
+    """What a folder holds: its task (task.json), a timm snapshot's classifier, or its backbone.
+
+    Each is loaded through its own class's `from_preset`: keras-hub's
+    `Task.from_preset` refuses to pick the class, and a timm snapshot must go
+    through our converter, not keras-hub's own MobileNet. Returns the model
+    and, for a bare backbone, the image converter saved beside it (or None).
+    """
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    task_class = _saved_task_class(folder)
+    if task_class is not None:
+        if not issubclass(task_class, keras_hub.models.ImageClassifier):
+            kwargs = {}
+        return task_class.from_preset(folder, **kwargs), None
+    if timm.is_timm_snapshot(folder):
+        return MobileNetImageClassifier.from_preset(folder, **kwargs), None
+    backbone = keras_hub.models.Backbone.from_preset(folder)
+    converter = None
+    if os.path.isfile(os.path.join(folder, IMAGE_CONVERTER_CONFIG)):
+        converter = keras_hub.layers.ImageConverter.from_preset(folder)
+    if num_classes is not None:
+        return MobileNetImageClassifier(backbone, num_classes=num_classes), converter
+    return backbone, converter
+
+
+def _pick_task(model, task, source, num_classes):
+    """`model`, or its backbone, or a classifier on it, as `task` asks."""
+    kind = _kind(model)
+    if task == "backbone":
+        if kind == "backbone":
+            return model
+        if getattr(model, "backbone", None) is None:
+            raise ValueError(f"{source!r} holds a {type(model).__name__} without a backbone to export.")
+        return model.backbone
+    if task == "classifier" and kind != "classifier":
+        if kind == "backbone":
+            raise ValueError(
+                f"{source!r} holds a backbone without a classifier head; export it with task=None or "
+                "'backbone' (on the command line, leave out --task or pass --task backbone), or pass "
+                "num_classes for a classifier with a new, random head."
+            )
+        raise ValueError(
+            f"{source!r} holds a {type(model).__name__}, not a classifier; export it with task=None "
+            "(on the command line, leave out --task)."
+        )
+    return model
 
 
 def model_image_size(model, image_size=None):
@@ -149,16 +239,27 @@ def model_image_size(model, image_size=None):
 
 
 def read_images(directory, image_size, limit=DEFAULT_CALIBRATION_IMAGES):
-    """Up to `limit` images from `directory` (sorted by name), resized, as 0..255 float32."""
+    """Up to `limit` images from `directory` (sorted by name), resized, as 0..255 float32.
+
+    An image that cannot be read raises an `OSError` naming it.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        what = "is a file" if os.path.exists(directory) else "does not exist"
+        raise NotADirectoryError(f"{directory!r} {what}; calibration images are read from a folder.")
     names = sorted(n for n in os.listdir(directory) if n.lower().endswith(IMAGE_SUFFIXES))
     if not names:
         raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {directory!r}.")
     height, width = image_size
     pixels = []
     for name in names[:limit]:
-        with Image.open(os.path.join(directory, name)) as image:
-            image = image.convert("RGB").resize((width, height), Image.BILINEAR)
-            pixels.append(np.asarray(image, "float32"))
+        path = os.path.join(directory, name)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB").resize((width, height), Image.BILINEAR)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for broken files
+            raise OSError(f"Cannot read the image {path}: {error}") from None
+        pixels.append(np.asarray(image, "float32"))
     return np.stack(pixels)
 
 
@@ -209,7 +310,9 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
 
     The batch axis stays free unless `batch_size` is given. An SSDLite
     detector is written with raw outputs and its post-processing settings
-    beside it (`mnet_tools.detection_export`).
+    beside it (`mnet_tools.detection_export`). The file is written under a
+    temporary name beside `path` and renamed when complete: an error or
+    Ctrl-C leaves `path` as it was.
     """
     _require_tensorflow("Export")
     if format not in FORMATS:
@@ -241,9 +344,11 @@ def export_model(model, path, format="litert", image_size=None, int8=False, cali
     if int8:
         model = with_hard_swish_form(model, "int8")
     if _kind(model) == "detector" and format == "litert":
+        # Writes the file and its post-processing settings as one pair, itself.
         detection_export.export_litert(model, path, input_signature=signature, **options)
     else:
-        model.export(path, format=format, input_signature=signature, verbose=False, **options)
+        with files.atomic_file(path) as partial:
+            model.export(partial, format=format, input_signature=signature, verbose=False, **options)
     return path
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import ALL_PRESETS, PARITY_DIR, REFERENCE, relative_error, requires_parity_fixtures
-from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, presets
 from mnet_backbones.presets import PRESETS, preset_files
-from mnet_tools import cli
+from mnet_tools import cli, export
 
 
 def table_rows(text):
@@ -37,7 +37,7 @@ def test_list_without_params_shows_every_preset(capsys):
 def test_list_counts_params_and_channels(capsys, monkeypatch):
     # Two presets stand in for all 21, which take about 15 seconds to build.
     names = ["mobilenetv1_025", "mobilenetv4_hybrid_medium"]
-    monkeypatch.setattr(cli, "PRESETS", {name: PRESETS[name] for name in names})
+    monkeypatch.setattr(presets, "PRESETS", {name: PRESETS[name] for name in names})
     assert cli.main(["list"]) == 0
     header, _, *rows = table_rows(capsys.readouterr().out)
     assert header[5:] == ["params (1000 classes)", "P2", "P3", "P4", "P5", "MACs (M)"]
@@ -152,7 +152,9 @@ def test_convert_a_built_in_name_fills_the_cache(tmp_path, monkeypatch, capsys):
 
 def test_convert_refuses_a_bad_source_or_a_full_folder(tmp_path, capsys):
     assert cli.main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
-    assert "neither a built-in preset" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "is none of: a built-in preset, a timm snapshot folder" in error
+    assert not (tmp_path / "out").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     assert cli.main(["convert", "mobilenetv2_100", str(tmp_path / "full")]) == 2
@@ -176,10 +178,17 @@ def test_demo_names_the_allowed_demos(capsys):
     assert "'classification'" in error and "detection" in error and "segmentation" in error
 
 
-def test_demo_without_a_name_asks_for_the_demo_only(capsys):
+def test_demo_without_a_name_names_the_demos(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demo"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "required: demo" in error
+    assert "required: {detection,segmentation}" in error
     assert "demo_options" not in error and "demo_args" not in error
+
+
+def test_the_export_arguments_are_what_export_takes():
+    # The CLI declares them without importing mnet_tools.export (and Keras).
+    assert cli.EXPORT_SUFFIXES == export.SUFFIXES
+    assert cli.EXPORT_TASKS == export.TASKS
+    assert cli.DEFAULT_CALIBRATION_IMAGES == export.DEFAULT_CALIBRATION_IMAGES
