@@ -413,13 +413,23 @@ def _keras_outputs(model, inputs):
     return [keras.ops.convert_to_numpy(output) for output in outputs]
 
 
+def relative_errors(actual, expected):
+    """`max_relative_error` and `mean_relative_error` of paired outputs (see `compare`)."""
+    pairs = list(zip(actual, expected))
+    scales = [max(float(np.max(np.abs(e))), 1e-12) for e in expected]
+    return {
+        "max_relative_error": max(float(np.max(np.abs(a - e))) / s for (a, e), s in zip(pairs, scales)),
+        "mean_relative_error": max(float(np.mean(np.abs(a - e))) / s for (a, e), s in zip(pairs, scales)),
+    }
+
+
 def compare(model, path, inputs):
     """How closely the exported file agrees with `model` on `inputs` (model inputs).
 
     Returns a dict with `max_relative_error` (the largest absolute difference
     of an output over its largest absolute Keras value), `mean_relative_error`
-    (the mean absolute difference over the mean absolute value; the larger of
-    the outputs') and, by kind of
+    (the mean absolute difference over the same largest absolute value, so
+    never above the max; the larger of the outputs') and, by kind of
     model, `top1_agreement` (classifiers: the fraction of images whose top
     class is the same) or `pixel_agreement` (segmenters: the fraction of
     pixels with the same class).
@@ -431,11 +441,7 @@ def compare(model, path, inputs):
     shapes = [e.shape for e in expected]
     if len(set(shapes)) == len(shapes):  # distinct shapes: pair by shape, whatever the names
         actual = sorted(actual, key=lambda a: shapes.index(a.shape))
-    pairs = list(zip(actual, expected))
-    report = {
-        "max_relative_error": max(float(np.max(np.abs(a - e)) / max(np.max(np.abs(e)), 1e-12)) for a, e in pairs),
-        "mean_relative_error": max(float(np.mean(np.abs(a - e)) / max(np.mean(np.abs(e)), 1e-12)) for a, e in pairs),
-    }
+    report = relative_errors(actual, expected)
     kind = _kind(model)
     if kind == "classifier":
         report["top1_agreement"] = float(np.mean(actual[0].argmax(-1) == expected[0].argmax(-1)))

@@ -96,3 +96,14 @@ def test_converted_timm_weights_survive_export(tmp_path):
     path = export_litert(classifier, tmp_path)
     logits = run_litert(path, reference["square_input"])
     assert relative_error(logits, reference["square_logits"]) < TOLERANCE
+
+
+def test_mean_relative_error_never_exceeds_the_max():
+    """Both are scaled by the largest reference value (the mean was once scaled by the mean, and exceeded it)."""
+    from mnet_tools.export import relative_errors
+
+    expected = np.array([100.0, 1.0, 1.0, 1.0])
+    actual = expected + np.array([0.0, 1.0, 1.0, 1.0])
+    errors = relative_errors([actual], [expected])
+    assert errors["max_relative_error"] == pytest.approx(0.01)
+    assert errors["mean_relative_error"] == pytest.approx(0.0075)
