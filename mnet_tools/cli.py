@@ -439,7 +439,8 @@ def add_demo(subcommands):
     # argparse counts a REMAINDER positional as required, and would name it
     # when the demo is missing; none is needed after the demo's name.
     options.required = False
-    parser.set_defaults(run=run_demo)
+    # The demo's own progress starts once TensorFlow has loaded, which alone can take 20 s.
+    parser.set_defaults(run=run_demo, announce="loading Keras and TensorFlow...")
 
 
 def run_demo(args):
@@ -692,6 +693,8 @@ def main(argv=None):
     """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "announce", None):
+            print(f"[{PROG} {args.command}] {args.announce}", file=sys.stderr, flush=True)
         start_keras()
         return args.run(args)
     except CommandError as error:

@@ -22,6 +22,7 @@ from PIL import Image
 
 import heads
 from heads.datasets import load_coco, make_shapes
+from mnet_tools.demos import Stages, TrainingProgress
 from mnet_tools.plotting import pyplot
 
 
@@ -111,7 +112,9 @@ def main(argv=None):
     ```
     """
     args = parse_args(argv)
+    stage = Stages()
     keras.utils.set_random_seed(args.seed)
+    stage(f"making {args.train_images} training and {args.val_images} held-out images in {args.out_dir}")
     train_files = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
     val_files = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
     train = load_coco(
@@ -119,6 +122,7 @@ def main(argv=None):
         shuffle=True, augment=True, seed=args.seed,
     )  # fmt: skip
 
+    stage(f"building SSDLite on {args.backbone} (random weights), {args.image_size} px")
     detector = heads.create_ssdlite(
         args.backbone, num_classes=3, image_size=args.image_size, load_weights=False,
         anchor_size=args.anchor_size, score_threshold=0.05,
@@ -136,11 +140,16 @@ def main(argv=None):
     detector.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=10.0))
 
     start = time.perf_counter()
-    history = detector.fit(train, epochs=args.epochs, callbacks=[TimeBudget(args.minutes * 60)], verbose=2)
+    progress = TrainingProgress(stage, steps_per_epoch, args.epochs)
+    history = detector.fit(
+        train, epochs=args.epochs, callbacks=[TimeBudget(args.minutes * 60), progress], verbose=0, shuffle=False
+    )  # the dataset shuffles itself; Keras warns about shuffle=True on one
     train_minutes = (time.perf_counter() - start) / 60
     epochs_run = len(history.history["loss"])
 
+    stage(f"scoring the {args.val_images} held-out images (COCO AP)")
     metrics = heads.evaluate_coco(detector, val_files["annotations"], val_files["images"], batch_size=args.batch_size)
+    stage("saving the detector and the picture")
     detector.save(os.path.join(args.out_dir, "ssdlite.keras"))
 
     val = load_coco(val_files["annotations"], val_files["images"], args.image_size, 8)

@@ -23,6 +23,7 @@ import heads
 from heads.datasets import load_segmentation, make_shapes
 from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
 from heads.segmentation_eval import predict_masks
+from mnet_tools.demos import Stages, TrainingProgress
 from mnet_tools.plotting import pyplot
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
@@ -139,8 +140,10 @@ def main(argv=None):
     ```
     """
     args = parse_args(argv)
+    stage = Stages()
     keras.utils.set_random_seed(args.seed)
     num_classes = len(CLASS_NAMES)
+    stage(f"making {args.train_images} training and {args.val_images} held-out images in {args.out_dir}")
     train = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
     val = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
     dataset = load_segmentation(
@@ -155,6 +158,7 @@ def main(argv=None):
     )
     steps_per_epoch = math.ceil(args.train_images / args.batch_size)
 
+    stage(f"building DeepLabV3+ on {args.backbone} (random weights), {args.image_size} px")
     segmenter = heads.create_deeplabv3plus(
         args.backbone, num_classes, image_size=args.image_size, output_stride=args.output_stride, load_weights=False
     )
@@ -162,10 +166,15 @@ def main(argv=None):
 
     budget = _budget_schedule(args.minutes * 60, args.epochs * steps_per_epoch, args.learning_rate)
     start = time.perf_counter()
-    segmenter.fit(dataset, epochs=args.epochs, callbacks=[budget], verbose=2)
+    progress = TrainingProgress(stage, steps_per_epoch, args.epochs)
+    segmenter.fit(
+        dataset, epochs=args.epochs, callbacks=[budget, progress], verbose=0, shuffle=False
+    )  # the dataset shuffles itself; Keras warns about shuffle=True on one
     train_minutes = (time.perf_counter() - start) / 60
 
+    stage(f"scoring the {args.val_images} held-out images (mIoU)")
     scores = heads.evaluate_segmentation(segmenter, val["images"], val["masks"], num_classes)
+    stage("saving the segmenter and the picture")
     segmenter.save(os.path.join(args.out_dir, "deeplab.keras"))
 
     image_paths, mask_paths = segmentation_pairs(val["images"], val["masks"])
