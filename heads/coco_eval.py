@@ -63,13 +63,15 @@ def detections_to_coco(detections, records, categories, image_size, bounding_box
     return results
 
 
-def _area(annotation, image):
+def _area(annotation, image, describe, annotation_file):
     """COCO's `area` of an annotation that lacks one: its mask's pixels, else its box's."""
     from pycocotools import mask as mask_utils
 
     segmentation = annotation.get("segmentation")
     height, width = image.get("height"), image.get("width")
-    if segmentation and height and width:
+    if not (segmentation and height and width):
+        return float(annotation["bbox"][2] * annotation["bbox"][3])
+    try:
         if isinstance(segmentation, list):  # polygons
             rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
         elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
@@ -77,7 +79,11 @@ def _area(annotation, image):
         else:
             rle = segmentation
         return float(mask_utils.area(rle))
-    return float(annotation["bbox"][2] * annotation["bbox"][3])
+    except Exception as error:
+        raise ValueError(
+            f"{describe} of {annotation_file!r} has no 'area' and a segmentation pycocotools cannot read "
+            f"({type(error).__name__}: {error}); give it an 'area' or a COCO polygon / RLE segmentation."
+        ) from error
 
 
 def ground_truth(annotation_file, sizes=None):
@@ -109,7 +115,9 @@ def ground_truth(annotation_file, sizes=None):
         annotation = dict(annotation, id=index + 1)
         annotation.setdefault("iscrowd", 0)
         if "area" not in annotation:
-            annotation["area"] = _area(annotation, images.get(annotation.get("image_id"), {}))
+            annotation["area"] = _area(
+                annotation, images.get(annotation.get("image_id"), {}), describe, annotation_file
+            )
         annotations.append(annotation)
     return dict(coco, images=list(images.values()), annotations=annotations)
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 import heads
-from heads.coco_eval import coco_metrics, detections_to_coco
+from heads.coco_eval import coco_metrics, detections_to_coco, ground_truth
 from heads.datasets import load_coco, read_coco
 from heads.datasets.images import inspect_image, read_image
 from heads.targets import BoxFormatWarning, clean_detection_targets
@@ -392,6 +392,20 @@ def test_evaluate_coco_scores_annotations_without_iscrowd_or_area(messy, tmp_pat
     detector = GroundTruthDetector(path, messy["images"], (HEIGHT, WIDTH), num_classes=3)
     metrics = heads.evaluate_coco(detector, path, messy["images"])
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+
+
+def test_a_missing_area_comes_from_the_segmentation_else_the_box(messy, tmp_path):
+    def change(coco):
+        for annotation in coco["annotations"]:
+            annotation.pop("area", None)
+        # A right triangle over the box's lower-left half: about half its 100 pixels.
+        coco["annotations"][0]["segmentation"] = [[4, 6, 14, 16, 4, 16]]
+
+    truth = ground_truth(rewrite(messy, tmp_path, change))
+    areas = [annotation["area"] for annotation in truth["annotations"]]
+    assert 45 <= areas[0] <= 60
+    assert areas[1:-1] == [100.0] * (len(areas) - 2) and areas[-1] == 40.0  # boxes 10x10, the crowd 10x4
+    assert all(annotation["iscrowd"] == 0 for annotation in truth["annotations"][:-1])
 
 
 def test_evaluate_coco_counts_annotations_with_duplicate_or_zero_ids(messy, tmp_path):
