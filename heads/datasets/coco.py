@@ -164,7 +164,7 @@ def read_coco(annotation_file, image_dir, num_classes=None):
         }
         by_image[image["id"]] = record
         records.append(record)
-    boxes, owners, labels, described = [], [], [], []
+    boxes, owners, labels, sources = [], [], [], []
     for index, annotation in enumerate(coco["annotations"]):
         describe = f"Annotation {annotation['id']!r}" if "id" in annotation else f"annotations[{index}]"
         for key in ("image_id", "category_id"):
@@ -198,15 +198,18 @@ def read_coco(annotation_file, image_dir, num_classes=None):
         boxes.append((x, y, x + w, y + h))
         owners.append(record)
         labels.append(label)
-        described.append(f"{describe}: bbox {annotation['bbox']!r} in a {record['width']}x{record['height']} image")
+        sources.append((describe, annotation["bbox"]))
     boxes = np.array(boxes, "float64").reshape(-1, 4)
+
     problems, clipped = box_problems(
         boxes, [record["height"] for record in owners], [record["width"] for record in owners]
     )
     message = box_problem_message(
         problems,
         len(boxes),
-        lambda i: described[i],
+        lambda i: (
+            f"{sources[i][0]}: bbox {json.dumps(sources[i][1])} in a {owners[i]['width']}x{owners[i]['height']} image"
+        ),
         repr(annotation_file),
         "A COCO bbox is [x, y, width, height] in pixels of the image as displayed.",
     )

@@ -22,10 +22,10 @@ ORIENTATION_TAG = 0x0112  # EXIF "Orientation"
 # EXIF orientations that turn the stored image by a quarter turn (or transpose
 # it): the displayed image is the stored one with height and width swapped.
 QUARTER_TURNS = (5, 6, 7, 8)
-# Modes Pillow converts to RGB itself; alpha is dropped, not composited.
-_CONVERTIBLE = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr")
 # How much of a file's end `inspect_image` reads to find its end marker.
 TAIL_BYTES = 64 * 1024
+# Modes Pillow converts to RGB itself; alpha is dropped, not composited.
+_CONVERTIBLE = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr")
 # 16-bit (or wider) single-channel modes: Pillow's convert would clip them to 255.
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
