@@ -255,8 +255,8 @@ def check_safetensors_file(path):
 def check_keras_file(path):
     """Raise an `OSError`/`ValueError` naming `path` unless it is a whole `.keras` archive.
 
-    A `.keras` file is a zip archive; each member's CRC-32 is checked (the
-    whole file is read), and its `config.json` must be valid JSON.
+    A `.keras` file is a zip archive; each member is read to its end, which
+    checks its CRC-32, and its `config.json` must be valid JSON.
     """
     path = os.fspath(path)
     size = _size(path)
@@ -270,17 +270,20 @@ def check_keras_file(path):
             )
         what = "empty" if size == 0 else "not a .keras file (.keras files are zip archives)"
         raise ValueError(f"{path} is {what}.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if KERAS_CONFIG not in names:
-                raise ValueError(f"{path} is a zip archive without {KERAS_CONFIG}, so not a .keras file.")
-            bad = archive.testzip()
-            if bad is not None:
-                raise OSError(f"{path} is corrupt: its member {bad!r} fails its CRC-32 check; save or copy it again.")
-            parse_json(archive.read(KERAS_CONFIG).decode("utf-8"), f"{path} (its {KERAS_CONFIG})")
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise OSError(f"{path} is a corrupt .keras (zip) archive: {error}; save or copy it again.") from None
+    with zipfile.ZipFile(path) as archive:
+        if KERAS_CONFIG not in archive.namelist():
+            raise ValueError(f"{path} is a zip archive without {KERAS_CONFIG}, so not a .keras file.")
+        for member in archive.infolist():
+            try:
+                with archive.open(member) as data:
+                    while data.read(2**20):  # reading to the end checks the CRC-32
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+                raise OSError(
+                    f"{path} is corrupt: its member {member.filename!r} cannot be read ({error}); "
+                    "save or copy it again."
+                ) from None
+        parse_json(archive.read(KERAS_CONFIG).decode("utf-8"), f"{path} (its {KERAS_CONFIG})")
 
 
 def check_preset_folder(folder, weights=True):

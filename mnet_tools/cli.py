@@ -62,6 +62,10 @@ def _stderr_silenced():
         os.close(saved)
 
 
+def tensorflow_log_wanted():
+    return os.environ.get(TF_LOG_LEVEL, "") in ("0", "1", "2")
+
+
 def start_keras():
     """Import Keras (and with it TensorFlow) without TensorFlow's log on the terminal.
 
@@ -72,8 +76,7 @@ def start_keras():
     TensorFlow's real failures still come as Python exceptions.
     TF_CPP_MIN_LOG_LEVEL=0, 1 or 2 in the environment keeps the log at that level.
     """
-    verbose = os.environ.get(TF_LOG_LEVEL, "") in ("0", "1", "2")
-    if verbose or "keras" in sys.modules:
+    if tensorflow_log_wanted() or "keras" in sys.modules:
         import keras  # noqa: F401
 
         return
@@ -668,7 +671,9 @@ def run_export(args):
         ) from None
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
-    report = export.compare(model, args.out, inputs)
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" for each interpreter.
+    with contextlib.nullcontext() if tensorflow_log_wanted() else _stderr_silenced():
+        report = export.compare(model, args.out, inputs)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB), input {image_size[0]} x {image_size[1]}")
     what = "calibration images" if args.calibration_data else "random images (pass --calibration-data for real ones)"
     for key, value in report.items():

@@ -115,12 +115,12 @@ def test_help_version_and_argument_errors_answer_without_keras():
 
 
 def test_tensorflow_log_stays_off_the_terminal(tmp_path):
-    argv = ["summary", "mobilenetv1_025", "--size", SIZE, SIZE, "--num-classes", "2"]
+    # Export loads TensorFlow, converts with it and runs the file in LiteRT: each prints notices.
+    argv = ["export", "mobilenetv1_025", str(tmp_path / "m.tflite"), "--no-weights", "--image-size", SIZE]
     result = subprocess.run([sys.executable, "-m", "mnet_tools", *argv], capture_output=True, text=True,
-                            env=cli_env(), timeout=120)  # fmt: skip
+                            env=cli_env(), timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    for noise in ("oneDNN", "cuda", "CUDA", "I0000", "E0000", "absl", "cpu_feature_guard"):
-        assert noise not in result.stderr, result.stderr
+    assert result.stderr == ""
 
 
 # --------------------------------------------------------------------------
