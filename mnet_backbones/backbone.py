@@ -7,9 +7,9 @@ import keras_hub
 
 from mnet_backbones import architectures, weights
 from mnet_backbones.builder import build_features, check_output_stride
-from mnet_backbones.convert import timm
+from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import check_padding
-from mnet_backbones.presets import PRESETS, check_preset_name, is_builtin_placeholder, is_builtin_preset
+from mnet_backbones.presets import check_preset_name, is_builtin_placeholder, is_builtin_preset
 from mnet_backbones.validation import check_image_shape
 
 
@@ -233,17 +233,23 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             preset: a built-in name (see `MobileNetBackbone.presets`), a
                 keras-hub preset folder, a timm snapshot folder
                 (`config.json` + `model.safetensors`, converted on load), an
-                `hf://timm/<name>.<tag>` handle, or another keras-hub handle.
+                `hf://timm/<name>.<tag>` handle, a torchvision classifier
+                checkpoint (a folder with `config.json` + `model.pth`, or a
+                `.pth` file named after its builder, e.g.
+                `mobilenet_v3_large-5c1a4163.pth`; reading it needs torch),
+                or another keras-hub handle.
             load_weights: load pretrained weights. For a built-in name they
                 come from the local cache, or are downloaded and converted
                 once (see `mnet_backbones.weights`); `False` gives random
                 weights and needs no network.
         """
         check_preset_name(preset)
+        if torchvision.resolve_checkpoint(preset) is not None:
+            return torchvision.backbone_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
             return timm.backbone_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
-        if load_weights and preset in PRESETS:
+        if load_weights and is_builtin_preset(preset):
             preset = weights.ensure_cached(preset)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)
 

@@ -2,21 +2,90 @@
 
 import keras
 import keras_hub
+import numpy as np
 from keras_hub.models import Task
 
 from mnet_backbones import weights
 from mnet_backbones.backbone import MobileNetBackbone
-from mnet_backbones.convert import timm
+from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import get_activation
-from mnet_backbones.presets import PRESETS, check_preset_name
+from mnet_backbones.presets import check_preset_name, is_builtin_preset
 from mnet_backbones.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
 class MobileNetImageConverter(keras_hub.layers.ImageConverter):
-    """Resizes and normalises images as a preset's weights expect."""
+    """Resizes and normalises images as a preset's weights expect.
+
+    A keras-hub `ImageConverter` with one more argument, `crop_fraction`:
+    before resizing, keep the central square whose side is that fraction of
+    the short side. With `crop_fraction = crop / resize` this is torchvision's
+    evaluation transform (resize the short side to `resize`, centre-crop
+    `crop`) done in the other order, crop first; 1.0 (default) keeps the
+    largest central region, keras-hub's own behaviour.
+
+    Example:
+    ```python
+    import numpy as np
+    from mnet_backbones import MobileNetImageConverter
+
+    converter = MobileNetImageConverter(image_size=(224, 224), crop_fraction=224 / 256)
+    converter(np.zeros((1, 300, 400, 3))).shape  # (1, 224, 224, 3): from the central 262 x 262
+    ```
+    """
 
     backbone_cls = MobileNetBackbone
+
+    def __init__(self, *args, crop_fraction=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) or not 0 < crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be a number in (0, 1]. Received: {crop_fraction!r}.")
+        self.crop_fraction = float(crop_fraction)
+
+    def _central_crop(self, images):
+        height, width = images.shape[-3], images.shape[-2]
+        if isinstance(height, int) and isinstance(width, int):
+            side = int(round(min(height, width) * self.crop_fraction))
+            # torchvision's CenterCrop rounds the offsets: int(round((size - crop) / 2)).
+            top, left = int(round((height - side) / 2)), int(round((width - side) / 2))
+            return images[..., top : top + side, left : left + side, :]
+        # Sizes known only at run time: a tf.data pipeline. Compute with
+        # TensorFlow whatever the Keras backend, as Keras' own preprocessing
+        # layers (here the resizing layer's dynamic backend) do.
+        backend = self.resizing.backend
+        backend.set_backend("tensorflow")
+        try:
+            np_ops = backend.numpy
+            shape = backend.core.shape(images)
+            height, width = shape[-3], shape[-2]
+            short = backend.cast(np_ops.minimum(height, width), "float32")
+            side = backend.cast(np_ops.round(short * self.crop_fraction), "int32")
+            top = backend.cast(np_ops.round(backend.cast(height - side, "float32") / 2), "int32")
+            left = backend.cast(np_ops.round(backend.cast(width - side, "float32") / 2), "int32")
+            return images[..., top : top + side, left : left + side, :]
+        finally:
+            backend.reset()
+
+    # keras-hub's converter canonicalises the inputs (lists, numpy) and runs
+    # under the backend tf.data needs in `_call_python`; the crop goes there,
+    # before its resize.
+    def _call_python(self, inputs):
+        if self.crop_fraction < 1.0 and self.image_size is not None and not isinstance(inputs, dict):
+            if isinstance(inputs, (list, tuple)):
+                try:
+                    inputs = np.asarray(inputs)
+                except ValueError:  # images of different sizes: one at a time
+                    return [self._call_python(x) for x in inputs]
+            if isinstance(inputs, np.ndarray):
+                inputs = keras.ops.convert_to_tensor(inputs)
+            inputs = self._central_crop(inputs)
+        return super()._call_python(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.crop_fraction != 1.0:  # configs of the other presets stay as they were
+            config["crop_fraction"] = self.crop_fraction
+        return config
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -155,7 +224,12 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
         Args:
             preset: a built-in name, a keras-hub preset folder, a timm
                 snapshot folder or `hf://timm/<name>.<tag>` handle (converted on
-                load, with timm's head and normalisation), or another handle.
+                load, with timm's head and normalisation), a torchvision
+                ImageNet classifier checkpoint (a folder with `config.json` +
+                `model.pth`, or a `.pth` file named after its builder such as
+                `mobilenet_v3_small-047dcff4.pth`; converted on load with
+                torchvision's head and eval transform; needs torch), or
+                another handle.
             load_weights: load pretrained weights: the ImageNet head too,
                 unless `num_classes` is given (then a new, random head). For a
                 built-in name they come from the cache, or are downloaded and
@@ -163,9 +237,11 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             **kwargs: e.g. `num_classes`, `dropout`.
         """
         check_preset_name(preset)
+        if torchvision.resolve_checkpoint(preset) is not None:
+            return torchvision.classifier_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
         snapshot = timm.resolve_snapshot(preset)
         if snapshot is not None:
             return timm.classifier_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
-        if load_weights and preset in PRESETS:
+        if load_weights and is_builtin_preset(preset):
             preset = weights.ensure_cached(preset, cls)
         return super().from_preset(preset, load_weights=load_weights, **kwargs)

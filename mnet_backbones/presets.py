@@ -4,6 +4,11 @@ Each preset names an architecture table, a width multiplier and the padding
 and BatchNorm epsilon its reference weights were trained with: timm's own
 models pad symmetrically with epsilon 1e-5, keras.applications (and timm's
 `tf_*` ports) use TensorFlow "same" padding with epsilon 1e-3.
+
+`PRESETS` are the 21 configurations of the reference figures table, one per
+architecture and width. `TORCHVISION_PRESETS` add torchvision's published
+ImageNet checkpoints of three of those architectures, under their own names
+(`*_torchvision`); `BUILTIN_PRESETS` holds both.
 """
 
 import dataclasses
@@ -35,15 +40,23 @@ class Preset:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
+    # torchvision's published file: (url, weights enum name, ImageNet top-1 it reports)
+    torchvision: tuple[str, str, float] | None = None
+    # Evaluation crop as a fraction of the short side (torchvision: crop / resize); 1: no margin.
+    crop_fraction: float = 1.0
+    antialias: bool = False
 
     @property
     def backbone_config(self):
-        return dict(
+        config = dict(
             architecture=self.architecture,
             width_multiplier=self.width_multiplier,
             padding=self.padding,
             bn_epsilon=self.bn_epsilon,
         )
+        if self.torchvision:
+            config["dilate_strided_block"] = True  # torchvision's dilated=True convention
+        return config
 
 
 TIMM = dict(padding="symmetric", bn_epsilon=1e-5)
@@ -234,6 +247,49 @@ _PRESET_LIST = [
 
 PRESETS = {preset.name: preset for preset in _PRESET_LIST}
 
+# torchvision's ImageNet checkpoints (torchvision 0.28 `models/mobilenetv3.py`,
+# `mobilenetv2.py`): the default (best) weights of each builder, with the
+# eval transform they publish: bilinear resize of the short side, centre crop
+# 224, ImageNet mean/std. MobileNetV3 uses BatchNorm epsilon 1e-3, V2 PyTorch's 1e-5.
+_TORCHVISION = dict(padding="symmetric", interpolation="bilinear", antialias=True)
+_TORCHVISION_LIST = [
+    Preset(
+        "mobilenetv3_large_100_torchvision",
+        "mobilenetv3_large",
+        1.0,
+        224,
+        bn_epsilon=1e-3,
+        description="MobileNetV3-Large, torchvision IMAGENET1K_V2 weights (ImageNet top-1 75.274).",
+        torchvision=("https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth", "IMAGENET1K_V2", 75.274),
+        crop_fraction=224 / 232,
+        **_TORCHVISION,
+    ),
+    Preset(
+        "mobilenetv3_small_100_torchvision",
+        "mobilenetv3_small",
+        1.0,
+        224,
+        bn_epsilon=1e-3,
+        description="MobileNetV3-Small, torchvision IMAGENET1K_V1 weights (ImageNet top-1 67.668).",
+        torchvision=("https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth", "IMAGENET1K_V1", 67.668),
+        crop_fraction=224 / 256,
+        **_TORCHVISION,
+    ),
+    Preset(
+        "mobilenetv2_100_torchvision",
+        "mobilenetv2",
+        1.0,
+        224,
+        bn_epsilon=1e-5,
+        description="MobileNetV2, torchvision IMAGENET1K_V2 weights (ImageNet top-1 72.154).",
+        torchvision=("https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", "IMAGENET1K_V2", 72.154),
+        crop_fraction=224 / 232,
+        **_TORCHVISION,
+    ),
+]
+TORCHVISION_PRESETS = {preset.name: preset for preset in _TORCHVISION_LIST}
+BUILTIN_PRESETS = {**PRESETS, **TORCHVISION_PRESETS}
+
 
 def is_builtin_placeholder(filepath):
     """Whether `filepath` is the weights placeholder of a shipped preset folder."""
@@ -242,14 +298,14 @@ def is_builtin_placeholder(filepath):
 
 
 def is_builtin_preset(name):
-    """Whether `name` is a built-in preset name."""
-    return isinstance(name, str) and name in PRESETS
+    """Whether `name` is a built-in preset name (timm / keras.applications or torchvision)."""
+    return isinstance(name, str) and name in BUILTIN_PRESETS
 
 
 def get_preset(name):
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(PRESETS)}.")
-    return PRESETS[name]
+    if not is_builtin_preset(name):
+        raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(BUILTIN_PRESETS)}.")
+    return BUILTIN_PRESETS[name]
 
 
 def check_preset_name(preset):
@@ -262,11 +318,11 @@ def check_preset_name(preset):
             "preset must be a preset name, a folder path or a handle string. "
             f"Received: {preset!r} of type {type(preset).__name__}."
         )
-    if "://" in preset or os.path.exists(preset) or preset in PRESETS:
+    if "://" in preset or os.path.exists(preset) or preset in BUILTIN_PRESETS:
         return
     raise ValueError(
         f"Unknown preset {preset!r}: not a built-in name, an existing folder or a "
-        f"handle. Valid built-in presets: {sorted(PRESETS)}."
+        f"handle. Valid built-in presets: {sorted(BUILTIN_PRESETS)}."
     )
 
 
@@ -275,6 +331,7 @@ def image_converter_config(preset):
     # pixels in [0, 255] -> (pixel / 255 - mean) / std
     scale = [1.0 / (255.0 * s) for s in preset.std]
     offset = [-m / s for m, s in zip(preset.mean, preset.std)]
+    crop = {"crop_fraction": preset.crop_fraction} if preset.crop_fraction != 1.0 else {}
     return {
         "module": "mnet_backbones.classifier",
         "class_name": "MobileNetImageConverter",
@@ -286,10 +343,11 @@ def image_converter_config(preset):
             "scale": scale,
             "offset": offset,
             "interpolation": preset.interpolation,
-            "antialias": False,
+            "antialias": preset.antialias,
             "crop_to_aspect_ratio": True,
             "pad_to_aspect_ratio": False,
             "bounding_box_format": "yxyx",
+            **crop,
         },
         "registered_name": "mnet_backbones>MobileNetImageConverter",
     }
@@ -332,7 +390,7 @@ def preset_files(preset):
 
 def write_preset_files(root):
     """Write every built-in preset folder under `root` (run by `make_presets`)."""
-    for preset in PRESETS.values():
+    for preset in BUILTIN_PRESETS.values():
         folder = os.path.join(root, preset.name)
         os.makedirs(folder, exist_ok=True)
         for file_name, text in preset_files(preset).items():
@@ -355,7 +413,7 @@ def register_presets(backbone_cls):
                 },
                 "kaggle_handle": os.path.join(PRESET_DIR, name),
             }
-            for name, preset in PRESETS.items()
+            for name, preset in BUILTIN_PRESETS.items()
         },
         backbone_cls,
     )

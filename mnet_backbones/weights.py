@@ -1,13 +1,16 @@
 """Pretrained weights for the built-in presets: converted once, cached, offline after.
 
 A built-in preset's weights come from its best public checkpoint: a timm
-model on the Hugging Face hub (`hf://timm/<preset>.<tag>`) or, for the widths
-only keras.applications publishes, a keras.applications ImageNet model. The
+model on the Hugging Face hub (`hf://timm/<preset>.<tag>`), for the widths
+only keras.applications publishes a keras.applications ImageNet model, and
+for the `*_torchvision` presets torchvision's published `.pth` file. The
 first use downloads and converts it and stores a keras-hub preset folder in
 the cache; later uses read the cache and need no network.
 
 The cache lives in `$KERAS_HOME/mnet_backbones/presets/<preset>/` (`KERAS_HOME`
 defaults to `~/.keras`); `MNET_BACKBONES_CACHE` overrides the whole path.
+Downloaded torchvision files stay beside it, in `.../mnet_backbones/torchvision/`
+(`convert.torchvision.checkpoint_cache_dir`).
 """
 
 import os
@@ -16,8 +19,8 @@ import tempfile
 
 import keras
 
-from mnet_backbones.convert import keras_applications, timm
-from mnet_backbones.presets import PRESETS, get_preset
+from mnet_backbones.convert import keras_applications, timm, torchvision
+from mnet_backbones.presets import get_preset
 
 CACHE_ENV = "MNET_BACKBONES_CACHE"
 WEIGHTS_FILE = "model.weights.h5"
@@ -46,6 +49,8 @@ def is_cached(name):
 def checkpoint_source(name):
     """Where a built-in preset's weights come from, as a string for people."""
     preset = get_preset(name)
+    if preset.torchvision:
+        return preset.torchvision[0]
     if preset.weights:
         return f"hf://timm/{name}.{preset.weights[0]}"
     if preset.keras_application:
@@ -56,6 +61,17 @@ def checkpoint_source(name):
 
 
 def _unavailable(name, reason):
+    if get_preset(name).torchvision:
+        url = checkpoint_source(name)
+        return PretrainedWeightsUnavailableError(
+            f"Pretrained weights for {name!r} are not cached here ({cached_folder(name)}) and "
+            f"could not be fetched: {reason}\nThree ways out:\n"
+            f"  1. run again with network access: {url} is downloaded, converted and cached once;\n"
+            f"  2. download {url} on a machine with network, copy the file here and load it with "
+            "from_preset(<path to the .pth file>) (or copy it to "
+            f"{torchvision.checkpoint_cache_dir()}/ to have it found under this name);\n"
+            "  3. pass load_weights=False to build the model with random weights."
+        )
     return PretrainedWeightsUnavailableError(
         f"Pretrained weights for {name!r} are not cached here ({cached_folder(name)}) and "
         f"could not be fetched: {reason}\nThree ways out:\n"
@@ -77,6 +93,13 @@ def convert_classifier(name, classifier_cls=None, progress=print):
     """
     classifier_cls = classifier_cls or keras_applications.classifier_class()
     preset = get_preset(name)
+    if preset.torchvision:
+        try:
+            path = torchvision.download_checkpoint(checkpoint_source(name), progress=progress)
+        except torchvision.DownloadError as error:
+            raise _unavailable(name, str(error)) from error
+        progress(f"converting {path}")
+        return torchvision.classifier_from_checkpoint(classifier_cls, path)
     if preset.weights:
         handle = checkpoint_source(name)
         progress(f"downloading {handle}")
@@ -132,8 +155,7 @@ def ensure_cached(name, classifier_cls=None, progress=lambda message: None):
     The cache holds the whole classifier (its ImageNet head too), whichever
     class asked for it.
     """
-    if name not in PRESETS:
-        get_preset(name)  # raises the ValueError listing valid names
+    get_preset(name)  # raises the ValueError listing valid names
     if not is_cached(name):
         save_converted(convert_classifier(name, classifier_cls, progress), cached_folder(name))
     return cached_folder(name)

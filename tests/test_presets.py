@@ -11,22 +11,28 @@ from mnet_backbones import (
     MobileNetBackbone,
     MobileNetImageClassifier,
 )
-from mnet_backbones.presets import PRESET_DIR, preset_files
+from mnet_backbones.presets import PRESET_DIR, get_preset, preset_files
+
+# torchvision's published ImageNet checkpoints, beside the reference table's presets.
+TORCHVISION_NAMES = [
+    "mobilenetv2_100_torchvision",
+    "mobilenetv3_large_100_torchvision",
+    "mobilenetv3_small_100_torchvision",
+]
+BUILTIN_NAMES = sorted(ALL_PRESETS + TORCHVISION_NAMES)
 
 
 def test_presets_are_listed_on_every_entry_point():
-    assert sorted(MobileNetBackbone.presets) == ALL_PRESETS
-    assert set(ALL_PRESETS) <= set(keras_hub.models.Backbone.presets)
-    assert set(ALL_PRESETS) <= set(MobileNetImageClassifier.presets)
+    assert sorted(MobileNetBackbone.presets) == BUILTIN_NAMES
+    assert set(BUILTIN_NAMES) <= set(keras_hub.models.Backbone.presets)
+    assert set(BUILTIN_NAMES) <= set(MobileNetImageClassifier.presets)
 
 
 def test_shipped_preset_folders_are_generated_from_the_table():
     """The folders are `python -m mnet_backbones.presets` output, unedited."""
-    assert sorted(os.listdir(PRESET_DIR)) == ALL_PRESETS
-    for name in ALL_PRESETS:
-        from mnet_backbones.presets import PRESETS
-
-        for file_name, text in preset_files(PRESETS[name]).items():
+    assert sorted(os.listdir(PRESET_DIR)) == BUILTIN_NAMES
+    for name in BUILTIN_NAMES:
+        for file_name, text in preset_files(get_preset(name)).items():
             with open(os.path.join(PRESET_DIR, name, file_name), encoding="utf-8") as f:
                 assert f.read() == text, (name, file_name)
 

@@ -340,6 +340,7 @@ def image_converter_for(config, converter_cls):
         scale=[1.0 / (255.0 * s) for s in IMAGENET_STD],
         offset=[-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
         interpolation="bilinear",
+        antialias=True,  # torchvision's resize antialiases
         crop_to_aspect_ratio=True,
         crop_fraction=crop / resize,
     )
