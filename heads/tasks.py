@@ -85,6 +85,20 @@ class PyramidObjectDetector(ObjectDetector):
             _refuse("detector", "heads.create_ssdlite()")
         super().__init__(*args, **kwargs)
 
+    def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`; a `load_coco` dataset with more categories than `num_classes` is refused.
+
+        (A label beyond `num_classes` would otherwise train as "no object".)
+        """
+        categories = getattr(x, "coco_categories", None)
+        if categories is not None and len(categories) > self.num_classes:
+            raise ValueError(
+                f"{getattr(x, 'coco_file', 'The dataset')} has {len(categories)} categories {categories[:10]}, but "
+                f"this detector has num_classes={self.num_classes}: labels {self.num_classes}.. would train as no "
+                f"object. Build the detector with num_classes={len(categories)}."
+            )
+        return super().fit(x, *args, **kwargs)
+
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, with images in memory checked first.
 

@@ -66,3 +66,14 @@ def test_unknown_box_format_fails_at_construction():
         heads.create_ssdlite(
             "mobilenetv3_small_050", num_classes=3, image_size=SIZE, load_weights=False, bounding_box_format="xywhz"
         )
+
+
+def test_fit_refuses_a_coco_dataset_with_more_categories_than_classes(tmp_path):
+    from heads.datasets import load_coco, make_shapes
+
+    files = make_shapes(str(tmp_path / "shapes"), num_images=2, image_size=64)  # 3 categories
+    dataset = load_coco(files["annotations"], files["images"], image_size=64, batch_size=2)
+    detector = heads.create_ssdlite("mobilenetv3_small_050", num_classes=2, image_size=64, load_weights=False)
+    detector.compile()
+    with pytest.raises(ValueError, match=r"annotations.json has 3 categories .* num_classes=2"):
+        detector.fit(dataset, epochs=1, verbose=0)

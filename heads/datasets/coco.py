@@ -333,12 +333,16 @@ def load_coco(
         num_classes = check_positive_int("num_classes", num_classes)
     if max_boxes is not None:
         max_boxes = check_positive_int("max_boxes", max_boxes)
-    records, _ = read_coco(annotation_file, image_dir, num_classes=num_classes)
+    records, categories = read_coco(annotation_file, image_dir, num_classes=num_classes)
     if not records:
         raise ValueError(f"{annotation_file} lists no images.")
-    return coco_dataset(
+    dataset = coco_dataset(
         records, (height, width), batch_size, bounding_box_format, shuffle, augment, max_boxes, scale_range, seed
     )
+    # The detectors' fit() compares this with their num_classes, for callers that did not pass it here.
+    dataset.coco_categories = [category.get("name", category["id"]) for category in categories]
+    dataset.coco_file = str(annotation_file)
+    return dataset
 
 
 def coco_dataset(
