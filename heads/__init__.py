@@ -13,6 +13,11 @@ Modules:
   - `heads.label_encoder`: `SSDLiteLabelEncoder`, the training targets;
   - `heads.targets`: `clean_detection_targets`, numpy checks of targets;
   - `heads.ssdlite_layers`: `SSDLiteExtraBlock` and `SSDLitePredictor`.
+- `heads.ssdlite_paper`: `SSDLite320ObjectDetector`, SSDLite exactly as the
+  MobileNetV3 paper and torchvision's `ssdlite320_mobilenet_v3_large` build it
+  (`heads.default_boxes`: SSD's default boxes); `heads.torchvision_ssdlite`
+  loads torchvision's checkpoints of it (the built-in
+  `ssdlite320_mobilenetv3_large_coco`).
 - `heads.deeplab`: the `DeepLabV3PlusSegmenter` task, `create_deeplabv3plus`,
   its ASPP and resize layers.
 - `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
@@ -34,6 +39,7 @@ from heads.box_coding import decode_boxes, encode_boxes
 from heads.deeplab import DeepLabV3PlusSegmenter, create_deeplabv3plus
 from heads.label_encoder import SSDLiteLabelEncoder
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
+from heads.ssdlite_paper import SSDLite320ObjectDetector
 
 # Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
 _LAZY = {
@@ -45,6 +51,7 @@ _LAZY = {
 __all__ = [
     "DeepLabV3PlusSegmenter",
     "SSDLiteLabelEncoder",
+    "SSDLite320ObjectDetector",
     "SSDLiteObjectDetector",
     "create_deeplabv3plus",
     "create_ssdlite",

@@ -15,6 +15,10 @@ LAZY_MODULES = ("heads.datasets", "heads.coco_eval", "heads.segmentation_eval")
 ALLOWED_CORE = {
     "mnet_backbones",
     "mnet_backbones.constants",
+    # torchvision's checkpoints of the heads (SSDLite, DeepLabV3, LR-ASPP) load through the core's
+    # torchvision reader, backbone slots and all-or-nothing assignment.
+    "mnet_backbones.convert.mapping",
+    "mnet_backbones.convert.torchvision",
     "mnet_backbones.keras_hub_internals",
     "mnet_backbones.layers",
     "mnet_backbones.validation",
