@@ -37,6 +37,8 @@ PROG = "mnet-backbones"
 EXPORT_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 EXPORT_TASKS = ("classifier", "backbone")
 DEFAULT_CALIBRATION_IMAGES = 100
+# The pyproject extra that brings each command's optional dependencies.
+EXTRAS = {"export": "export", "bench": "bench", "demo": "demo"}
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
@@ -174,15 +176,16 @@ def macs_millions(model, image_shape):
     return f"{count_macs(model, image_shape) / 1e6:,.1f}"
 
 
-def no_weights_here(error, instead):
-    """A `PretrainedWeightsUnavailableError` in one line, with what to do on the command line.
+def download_failed(what, error, instead):
+    """A failed download (`PretrainedWeightsUnavailableError`, `DownloadError`) in one line.
 
     The error's own text is for Python callers (it names `load_weights=False`
-    and lists three ways out over several lines); `instead` is the flag or
-    command that helps here.
+    and lists the ways out over several lines): here the first line of its
+    cause says what failed, and `instead` the flag or command that helps.
     """
-    reason = str(error.__cause__ or error).strip().splitlines()[0]
-    return CommandError(f"no pretrained weights here: {reason}. {instead}")
+    cause = error.__cause__ or error
+    lines = str(cause).strip().splitlines() or [""]
+    return CommandError(f"{what}: {type(cause).__name__}: {lines[0]}. {instead}")
 
 
 # --------------------------------------------------------------------------
@@ -338,7 +341,8 @@ def convert_built_in(name, folder, progress):
     try:
         cached = weights.ensure_cached(name, MobileNetImageClassifier, progress=progress)
     except weights.PretrainedWeightsUnavailableError as error:
-        raise no_weights_here(
+        raise download_failed(
+            f"no pretrained weights for {name!r} here",
             error,
             "convert downloads the checkpoint once: run it where there is network, then copy OUT_DIR here.",
         ) from None
@@ -353,7 +357,14 @@ def convert_timm(source, folder, progress):
     from mnet_backbones.convert import timm
 
     progress(f"reading {source}")
-    snapshot = timm.resolve_snapshot(source)
+    try:
+        snapshot = timm.resolve_snapshot(source)
+    except timm.DownloadError as error:
+        raise download_failed(
+            f"could not download {source}",
+            error,
+            "Run convert where there is network and copy OUT_DIR here, or give a local timm snapshot folder.",
+        ) from None
     files.check_preset_folder(snapshot)
     progress("converting")
     classifier = timm.classifier_from_snapshot(MobileNetImageClassifier, snapshot)
@@ -664,7 +675,8 @@ def run_export(args):
             batch_size=args.batch_size,
         )
     except PretrainedWeightsUnavailableError as error:
-        raise no_weights_here(
+        raise download_failed(
+            f"no pretrained weights for {args.model!r} here",
             error,
             "Pass --no-weights for random weights, or run `mnet-backbones convert "
             f"{args.model} DIR` where there is network, copy DIR here and export DIR.",
@@ -694,6 +706,11 @@ def build_parser():
     return parser
 
 
+def one_line(error):
+    # Errors from below the CLI may span lines (lists of ways out, chained reasons).
+    return " ".join(str(error).split())
+
+
 def main(argv=None):
     """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
     args = build_parser().parse_args(argv)
@@ -703,10 +720,15 @@ def main(argv=None):
         start_keras()
         return args.run(args)
     except CommandError as error:
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # the machine's, not the arguments': a full disk, a lost connection
-        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:  # an optional dependency (LiteRT, ONNX, matplotlib)
+        extra = EXTRAS.get(args.command)
+        hint = f"; pip install 'mnet-backbones[{extra}]' installs what {args.command} needs" if extra else ""
+        print(f"{PROG} {args.command}: error: {one_line(error)}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{PROG} {args.command}: interrupted; nothing half-written was left.", file=sys.stderr)

@@ -427,3 +427,27 @@ def test_offline_export_names_the_flag_in_one_line(tmp_path, capsys, monkeypatch
     status, error = run_cli(["export", PRESET, str(tmp_path / "m.tflite")], capsys)
     assert_one_line_error(status, error, "--no-weights", "cannot reach huggingface.co", f"convert {PRESET} DIR")
     assert "load_weights" not in error
+
+
+def test_offline_convert_of_a_handle_is_one_line(tmp_path, capsys, monkeypatch):
+    def offline(handle):
+        raise timm.DownloadError(f"Could not download {handle!r}\nSecond line\n  pass load_weights=False")
+
+    monkeypatch.setattr(timm, "download_snapshot", offline)
+    handle = f"hf://timm/{PRESET}.lamb_in1k"
+    status, error = run_cli(["convert", handle, str(tmp_path / "out")], capsys)
+    error = "".join(line for line in error.splitlines(keepends=True) if not line.startswith("[1/3"))  # progress
+    assert_one_line_error(status, error, f"could not download {handle}", "give a local timm snapshot folder")
+    assert "load_weights" not in error
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_optional_package_is_one_line_with_the_extra(tmp_path, capsys, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'tf2onnx'")
+
+    monkeypatch.setattr(export, "export_model", missing)
+    status, error = run_cli(["export", "mobilenetv1_025", str(tmp_path / "m.onnx"), "--format", "onnx",
+                             "--no-weights", "--image-size", SIZE], capsys)  # fmt: skip
+    assert status == 1 and error.count("\n") == 1, error
+    assert "No module named 'tf2onnx'" in error and "pip install 'mnet-backbones[export]'" in error
