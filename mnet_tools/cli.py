@@ -12,8 +12,9 @@ arguments and sets `run`, and `run_<name>(args)` does the work and returns the
 exit status. `COMMANDS` lists the `add_*` functions, so a new subcommand is
 one more pair and one more entry. A `CommandError` is a user error: `main`
 prints it as one line and returns 2, as argparse does for bad arguments; an
-`OSError` (a disk full, a file that cannot be read) is one line and status 1;
-Ctrl-C is one line and status 130, and leaves no half-written output.
+`OSError` (a disk full, a file that cannot be read) or a missing optional
+package is one line and status 1; Ctrl-C is one line and status 130, and
+leaves no half-written output.
 
 Importing Keras starts TensorFlow, which takes seconds and prints its start-up
 log. So this module imports only the standard library: `--help`, `--version`
@@ -410,13 +411,18 @@ def run_convert(args):
         print(f"[{next(steps, 3)}/3 {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     check_new_folder(args.out_dir, "OUT_DIR")
-    matches = [(kind, convert) for kind, test, convert in CONVERTERS if test(args.source)]
-    if not matches:
+    convert = next((convert for _, test, convert in CONVERTERS if test(args.source)), None)
+    if convert is None:
         kinds = ", ".join(kind for kind, _, _ in CONVERTERS)
         raise CommandError(
             f"{args.source!r} is none of: {kinds} (config.json with 'architecture' + model.safetensors)."
         )
-    (_, convert), *_ = matches
+    parent = os.path.dirname(os.path.abspath(args.out_dir))
+    if not os.path.exists(parent):
+        try:
+            os.makedirs(parent)
+        except OSError as error:
+            raise CommandError(f"cannot create OUT_DIR's folder {parent!r}: {error.strerror}.") from None
     try:
         # The folder the preset is written to is made first, beside OUT_DIR: an
         # unwritable place fails now, not after the conversion.
@@ -427,7 +433,8 @@ def run_convert(args):
         raise CommandError(str(error)) from None
     print(
         f"wrote {args.out_dir} ({time.perf_counter() - start:.1f}s): load it with "
-        f"MobileNetImageClassifier.from_preset({args.out_dir!r}) or Backbone.from_preset(...)"
+        f"MobileNetImageClassifier.from_preset({args.out_dir!r}) or Backbone.from_preset(...), "
+        f"or export it with `{PROG} export {args.out_dir} OUT.tflite`"
     )
     return 0
 

@@ -192,3 +192,13 @@ def test_the_export_arguments_are_what_export_takes():
     assert cli.EXPORT_SUFFIXES == export.SUFFIXES
     assert cli.EXPORT_TASKS == export.TASKS
     assert cli.DEFAULT_CALIBRATION_IMAGES == export.DEFAULT_CALIBRATION_IMAGES
+
+
+@pytest.mark.parametrize("demo", ["detection", "segmentation"])
+@pytest.mark.parametrize("option, value", [("--train-images", "0"), ("--minutes", "-1"), ("--batch-size", "2.5")])
+def test_demo_options_are_checked_before_any_work(demo, option, value, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", demo, "--out-dir", str(tmp_path / "out"), option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: must be a positive" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
