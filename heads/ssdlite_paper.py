@@ -181,6 +181,20 @@ class SSDLitePaperPredictor(keras.layers.Layer):
         return config
 
 
+def _concatenate(tensors, dtype, name):
+    """The maps' predictions joined along the anchor axis, at most four at a time.
+
+    XNNPACK (LiteRT's CPU delegate) runs a concatenation of up to four or
+    five inputs; one of six would stay outside it and split the graph.
+    """
+    while len(tensors) > 4:
+        tensors = [
+            keras.layers.Concatenate(axis=1, dtype=dtype, name=f"{name}_{len(tensors)}")(tensors[:3]),
+            *tensors[3:],
+        ]
+    return keras.layers.Concatenate(axis=1, dtype=dtype, name=name)(tensors)
+
+
 def default_feature_taps(backbone):
     """The paper's two taps on `backbone`: the last strided block's expansion, and `"final"`.
 
@@ -528,11 +542,11 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
         if any(size is None for shape in map_sizes for size in shape):
             raise ValueError(f"The feature maps of {image_size} images have unknown sizes {map_sizes}.")
         outputs = {
-            "bbox_regression": keras.layers.Concatenate(axis=1, dtype=head_dtype, name="bbox_regression")(
-                [predictor(x) for predictor, x in zip(self.box_predictors, maps)]
+            "bbox_regression": _concatenate(
+                [predictor(x) for predictor, x in zip(self.box_predictors, maps)], head_dtype, "bbox_regression"
             ),
-            "cls_logits": keras.layers.Concatenate(axis=1, dtype="float32", name="cls_logits")(
-                [predictor(x) for predictor, x in zip(self.class_predictors, maps)]
+            "cls_logits": _concatenate(
+                [predictor(x) for predictor, x in zip(self.class_predictors, maps)], "float32", "cls_logits"
             ),
         }
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)

@@ -7,6 +7,7 @@ non-square image. Model tests run on TensorFlow, JAX and PyTorch; LiteRT tests o
 """
 
 import hashlib
+import os
 import pathlib
 import shutil
 
@@ -376,3 +377,118 @@ def test_fit_steps_and_rejects_the_background_label(detector):
     assert np.isfinite(history.history["loss"][0])
     with pytest.raises(ValueError, match="label 0 is out of range"):
         tiny.fit(images, {"boxes": targets["boxes"], "labels": np.array([[0, -1]] * 2)}, epochs=1, verbose=0)
+
+
+# --- LiteRT: the .tflite file and its post-processing settings, one pair -------
+def _fake_export(calls):
+    def export(path, format=None, verbose=None, **options):
+        calls.append(path)
+        with open(path, "wb") as file:
+            file.write(b"new model %d" % len(calls))
+
+    return export
+
+
+def test_export_writes_the_pair_and_an_interrupt_leaves_the_old_one(detector, tmp_path, monkeypatch):
+    from mnet_tools import detection_export
+
+    calls = []
+    monkeypatch.setattr(detector, "export", _fake_export(calls))
+    path = tmp_path / "ssdlite.tflite"
+    tflite, settings = detection_export.export_litert(detector, str(path))
+    old = (path.read_bytes(), pathlib.Path(settings).read_bytes())
+    stored = detection_export.read_settings(tflite)
+    assert str(stored["kind"]) == detection_export.TORCHVISION
+    np.testing.assert_array_equal(stored["anchors"], detector.anchors())
+    assert int(stored["topk_candidates"]) == 300 and float(stored["iou_threshold"]) == 0.55
+
+    def interrupted(path, **options):
+        pathlib.Path(path).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        detection_export.export_litert(detector, str(path))
+    assert (path.read_bytes(), pathlib.Path(settings).read_bytes()) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ssdlite.tflite", "ssdlite_postprocess.npz"]
+
+
+def test_a_stale_pair_is_refused(detector, tmp_path, monkeypatch):
+    from mnet_tools import detection_export
+
+    monkeypatch.setattr(detector, "export", _fake_export([]))
+    path = tmp_path / "ssdlite.tflite"
+    detection_export.export_litert(detector, str(path))
+    replace = os.replace
+
+    def crash_on_the_model(source, destination):
+        if str(destination).endswith(".tflite"):
+            raise OSError("disk full")
+        replace(source, destination)
+
+    monkeypatch.setattr(detection_export.os, "replace", crash_on_the_model)
+    with pytest.raises(OSError, match="disk full"):
+        detection_export.export_litert(detector, str(path))
+    with pytest.raises(ValueError, match="stale"):
+        detection_export.read_settings(str(path))
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+litert_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="LiteRT export runs on TensorFlow")
+
+
+@pytest.fixture(scope="module")
+def exported(detector, tmp_path_factory):
+    from mnet_tools import export
+
+    folder = tmp_path_factory.mktemp("litert")
+    path = str(folder / "ssdlite_f32.tflite")
+    export.export_model(detector, path, batch_size=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resized(reference):
+    return np.concatenate(
+        [keras.ops.convert_to_numpy(ssdlite_paper.resize_images(reference[f"image_{i}"][None], 320)) for i in IMAGES]
+    )
+
+
+@litert_only
+def test_float32_litert_equals_keras_and_is_one_xnnpack_partition(detector, exported, resized, reference):
+    from mnet_tools import detection_export, litert
+
+    expected = detector(resized)
+    deltas, logits = detection_export._raw(exported, resized)
+    errors = {
+        "cls_logits": relative_error(logits, keras.ops.convert_to_numpy(expected["cls_logits"])),
+        "bbox_regression": relative_error(deltas, keras.ops.convert_to_numpy(expected["bbox_regression"])),
+    }
+    print(f"float32 LiteRT vs Keras, max error / largest value: {errors}")
+    assert max(errors.values()) <= 1e-4
+    coverage = litert.xnnpack_coverage(exported)
+    print(f"float32 XNNPACK coverage at batch 1: {coverage}")
+    assert coverage == {"partitions": 1, "outside": {}}
+    detections = detection_export.run_litert(exported, [reference["image_1"]])
+    ours = (detections["boxes"][0], detections["confidence"][0], detections["labels"][0])
+    theirs = (reference["boxes_1"], reference["scores_1"], reference["labels_1"])
+    assert_same_top_detections(ours, theirs, min_exact=0.75, explain_rest=False)
+
+
+@litert_only
+def test_int8_litert_is_full_integer_and_its_error_is_measured(detector, resized, tmp_path):
+    from mnet_tools import detection_export, export, litert
+
+    calibration = np.concatenate([resized, export.random_images((320, 320), count=4, seed=1)])
+    path = str(tmp_path / "ssdlite_int8.tflite")
+    export.export_model(detector, path, int8=True, calibration_images=calibration, batch_size=1)
+    assert litert.is_full_integer(path)
+    expected = detector(resized)
+    deltas, logits = detection_export._raw(path, resized)
+    errors = {
+        "cls_logits": relative_error(logits, keras.ops.convert_to_numpy(expected["cls_logits"])),
+        "bbox_regression": relative_error(deltas, keras.ops.convert_to_numpy(expected["bbox_regression"])),
+    }
+    coverage = litert.xnnpack_coverage(path)
+    print(f"int8 LiteRT vs Keras on the parity inputs, max error / largest value: {errors}; XNNPACK: {coverage}")
+    assert all(np.isfinite(list(errors.values()))) and max(errors.values()) < 0.5
