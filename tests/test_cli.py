@@ -45,7 +45,10 @@ def test_list_counts_params_and_channels(capsys, monkeypatch):
         expected = REFERENCE[row[0]]
         assert int(row[5].replace(",", "")) == expected["classifier_params"]
         assert tuple(int(cell) for cell in row[6:10]) == expected["pyramid_channels"]
-        assert float(row[10].replace(",", "")) == pytest.approx(expected["macs_millions"], rel=0.02)
+        if keras.backend.backend() == "tensorflow":  # MACs are read from TensorFlow's graph
+            assert float(row[10].replace(",", "")) == pytest.approx(expected["macs_millions"], rel=0.02)
+        else:
+            assert row[10] == "n/a"
 
 
 def test_summary_at_a_given_size(capsys):
