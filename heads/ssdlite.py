@@ -25,12 +25,14 @@ from keras_hub.layers import NonMaxSuppression
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
+from heads import torchvision_ssdlite
 from heads.anchors import DEFAULT_ASPECT_RATIOS, anchor_boxes, ssdlite_anchor_generator, ssdlite_levels
 from heads.box_coding import SSD_BOX_VARIANCE, decode_boxes
 from heads.label_encoder import SSDLiteLabelEncoder
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from heads.ssdlite_layers import SSDLiteExtraBlock, SSDLitePredictor
+from heads.ssdlite_paper import SSDLite320ObjectDetector
 from heads.targets import clean_detection_targets
 from heads.tasks import PyramidObjectDetector
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
@@ -428,40 +430,61 @@ class SSDLiteObjectDetector(PyramidObjectDetector):
         preset's backbone class; SSDLite takes any backbone, so this loads
         the saved task config directly.
 
+        A torchvision SSDLite (the built-in `ssdlite320_mobilenetv3_large_coco`,
+        a `config.json` + `model.pth` folder, the published `.pth` file) loads
+        as the paper's `SSDLite320ObjectDetector`.
+
         Example:
         ```python
         detector.save_to_preset("my_ssdlite")
         detector = heads.SSDLiteObjectDetector.from_preset("my_ssdlite")
         ```
         """
+        if torchvision_ssdlite.is_torchvision_source(preset):
+            return SSDLite320ObjectDetector.from_preset(preset, load_weights=load_weights, **kwargs)
         return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
-def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="xyxy", **kwargs):
-    """Builds an `SSDLiteObjectDetector` on a preset name or a backbone.
+HEADS = ("pyramid", "paper")
+
+
+def create_ssdlite(backbone, num_classes, image_size=320, bounding_box_format="xyxy", head="pyramid", **kwargs):
+    """Builds an SSDLite detector on a preset name or a backbone.
 
     Args:
         backbone: a preset name (e.g. `"mobilenetv3_large_100"`; loaded with
-            `keras_hub.models.Backbone.from_preset`) or any
-            `FeaturePyramidBackbone` instance.
-        num_classes: number of object classes.
+            `keras_hub.models.Backbone.from_preset`) or a backbone instance
+            (any `FeaturePyramidBackbone` for `head="pyramid"`, a
+            `MobileNetBackbone` for `head="paper"`).
+        num_classes: number of object classes; with `head="paper"` the
+            background 0 counts as one (torchvision's convention).
         image_size: int or (height, width) of the detector's inputs.
         bounding_box_format: format of targets and predictions.
+        head: `"pyramid"` (`SSDLiteObjectDetector`: the P4/P5 pyramid levels,
+            sigmoid classes, focal loss) or `"paper"` (`SSDLite320ObjectDetector`:
+            the MobileNetV3 paper's and torchvision's SSDLite, on the last
+            strided block's expansion layer and the last conv, softmax with a
+            background class, hard-negative mining).
         **kwargs: `load_weights` and other `from_preset` arguments go to the
-            backbone when it is a name; the rest to `SSDLiteObjectDetector`.
+            backbone when it is a name; the rest to the detector.
 
     Example:
     ```python
     import heads
     detector = heads.create_ssdlite("mobilenetv4_conv_small", num_classes=3,
                                     image_size=224, load_weights=False)
+    paper = heads.create_ssdlite("mobilenetv3_large_100", num_classes=4, head="paper",
+                                 load_weights=False)
     ```
     """
+    if head not in HEADS:
+        raise ValueError(f"Unknown SSDLite head {head!r}; expected one of {HEADS}.")
+    detector_cls = SSDLite320ObjectDetector if head == "paper" else SSDLiteObjectDetector
     num_classes = check_positive_int("num_classes", num_classes)
     image_size = check_image_size(image_size)
-    detector_kwargs, backbone_kwargs = split_task_kwargs(SSDLiteObjectDetector, kwargs)
+    detector_kwargs, backbone_kwargs = split_task_kwargs(detector_cls, kwargs)
     backbone = resolve_backbone(backbone, backbone_kwargs)
-    return SSDLiteObjectDetector(
+    return detector_cls(
         backbone,
         num_classes=num_classes,
         image_size=image_size,

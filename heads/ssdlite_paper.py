@@ -455,7 +455,7 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
     ```python
     import heads, numpy as np
     from mnet_backbones import MobileNetBackbone
-    backbone = MobileNetBackbone("mobilenetv3_large_reduced_tail", input_shape=(320, 320, 3))
+    backbone = MobileNetBackbone("mobilenetv3_large_reduced_tail", image_shape=(320, 320, 3))
     detector = heads.SSDLite320ObjectDetector(backbone, num_classes=4)
     detector.compile()
     images = np.random.uniform(0, 255, (2, 320, 320, 3)).astype("float32")

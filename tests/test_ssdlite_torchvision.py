@@ -12,6 +12,7 @@ import pathlib
 import shutil
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -320,12 +321,24 @@ def test_save_and_load_round_trip(detector, reference, tmp_path):
         )
     preset = tmp_path / "preset"
     detector.save_to_preset(str(preset))
-    again = heads.SSDLite320ObjectDetector.from_preset(str(preset))
+    again = keras_hub.models.ObjectDetector.from_preset(str(preset))  # keras-hub's generic entry point
+    assert isinstance(again, heads.SSDLite320ObjectDetector)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(again(images)["cls_logits"]),
         keras.ops.convert_to_numpy(expected["cls_logits"]),
         atol=1e-5,
     )
+
+
+def test_create_ssdlite_selects_the_paper_head_and_from_preset_routes_to_it(detector):
+    paper = heads.create_ssdlite(detector.backbone, num_classes=5, head="paper", name="paper_head")
+    assert isinstance(paper, heads.SSDLite320ObjectDetector)
+    assert paper.feature_taps == ("blocks.5.0.expansion", "final")
+    assert paper.output["cls_logits"].shape == (None, 3234, 5)
+    with pytest.raises(ValueError, match="Unknown SSDLite head 'nope'"):
+        heads.create_ssdlite(detector.backbone, num_classes=5, head="nope")
+    routed = heads.SSDLiteObjectDetector.from_preset(str(FIXTURE), load_weights=False)
+    assert isinstance(routed, heads.SSDLite320ObjectDetector) and routed.num_classes == 91
 
 
 # --- training -----------------------------------------------------------------
