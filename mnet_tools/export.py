@@ -48,6 +48,7 @@ SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 TASKS = ("classifier", "backbone")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_CALIBRATION_IMAGES = 100
+PRESET_CONFIG = "config.json"  # a preset's backbone, or a timm snapshot's model
 TASK_CONFIG = "task.json"  # keras-hub's name for a task preset's own config
 IMAGE_CONVERTER_CONFIG = "image_converter.json"
 
@@ -159,7 +160,7 @@ def load_model(source, task=None, load_weights=True, num_classes=None):
         )
     preprocessor = getattr(model, "preprocessor", None)
     converter = getattr(preprocessor, "image_converter", None) or converter
-    return _pick_task(model, task, source, num_classes), _normalizer(converter)
+    return _pick_task(model, task, source), _normalizer(converter)
 
 
 def _saved_task_class(folder):
@@ -185,11 +186,16 @@ def _load_folder(folder, num_classes):
     through our converter, not keras-hub's own MobileNet. Returns the model
     and, for a bare backbone, the image converter saved beside it (or None).
     """
+    if not os.path.isfile(os.path.join(folder, PRESET_CONFIG)):
+        raise ValueError(
+            f"{folder!r} has no {PRESET_CONFIG}, so it is neither a preset folder (save_to_preset and "
+            "`mnet-backbones convert` write one) nor a timm snapshot."
+        )
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     task_class = _saved_task_class(folder)
     if task_class is not None:
-        if not issubclass(task_class, keras_hub.models.ImageClassifier):
-            kwargs = {}
+        if kwargs and not issubclass(task_class, keras_hub.models.ImageClassifier):
+            raise ValueError(f"num_classes is for classifiers; {folder!r} holds a {task_class.__name__}.")
         return task_class.from_preset(folder, **kwargs), None
     if timm.is_timm_snapshot(folder):
         return MobileNetImageClassifier.from_preset(folder, **kwargs), None
@@ -202,7 +208,7 @@ def _load_folder(folder, num_classes):
     return backbone, converter
 
 
-def _pick_task(model, task, source, num_classes):
+def _pick_task(model, task, source):
     """`model`, or its backbone, or a classifier on it, as `task` asks."""
     kind = _kind(model)
     if task == "backbone":

@@ -405,6 +405,11 @@ def test_export_loads_every_saved_preset_as_what_it_holds(tmp_path):
         export.load_model(tmp_path / "backbone", task="classifier")
     loaded, _ = export.load_model(tmp_path / "backbone", num_classes=5)
     assert isinstance(loaded, MobileNetImageClassifier) and loaded.num_classes == 5
+    with pytest.raises(ValueError, match="num_classes is for classifiers"):
+        export.load_model(tmp_path / "detector", num_classes=5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        export.load_model(tmp_path / "empty")
 
 
 @requires_parity_fixtures()
