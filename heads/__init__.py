@@ -20,6 +20,12 @@ Modules:
   `ssdlite320_mobilenetv3_large_coco`).
 - `heads.deeplab`: the `DeepLabV3PlusSegmenter` task, `create_deeplabv3plus`,
   its ASPP and resize layers.
+- `heads.deeplabv3`, `heads.lraspp`: torchvision's DeepLabV3 (with its
+  auxiliary FCN head) and Lite R-ASPP (`DeepLabV3Segmenter`,
+  `LRASPPSegmenter`, `create_deeplabv3`, `create_lraspp`), on backbone maps
+  named as in `feature_taps` (`heads.tap_segmenter`);
+  `heads.torchvision_segmentation` loads torchvision's checkpoints of them
+  (`load_torchvision_segmenter`, the built-in `*_voc` names).
 - `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
 - `heads.pyramid`: how a head takes a backbone (checks, the pyramid model,
   a preset name's backbone).
@@ -37,9 +43,12 @@ import importlib
 
 from heads.box_coding import decode_boxes, encode_boxes
 from heads.deeplab import DeepLabV3PlusSegmenter, create_deeplabv3plus
+from heads.deeplabv3 import DeepLabV3Segmenter, create_deeplabv3
 from heads.label_encoder import SSDLiteLabelEncoder
+from heads.lraspp import LRASPPSegmenter, create_lraspp
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
 from heads.ssdlite_paper import SSDLite320ObjectDetector
+from heads.torchvision_segmentation import load_torchvision_segmenter
 
 # Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
 _LAZY = {
@@ -50,16 +59,21 @@ _LAZY = {
 
 __all__ = [
     "DeepLabV3PlusSegmenter",
+    "DeepLabV3Segmenter",
+    "LRASPPSegmenter",
     "SSDLiteLabelEncoder",
     "SSDLite320ObjectDetector",
     "SSDLiteObjectDetector",
+    "create_deeplabv3",
     "create_deeplabv3plus",
+    "create_lraspp",
     "create_ssdlite",
     "datasets",
     "decode_boxes",
     "encode_boxes",
     "evaluate_coco",
     "evaluate_segmentation",
+    "load_torchvision_segmenter",
 ]
 
 

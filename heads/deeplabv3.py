@@ -1,0 +1,436 @@
+"""DeepLabV3 (Chen et al., 2017) with an optional auxiliary FCN head, as torchvision builds it on MobileNetV3.
+
+The head reads two maps of the backbone by name: `high_feature` (default
+`"final"`, the last conv's output: 960 channels at stride 16 on a dilated
+MobileNetV3-Large) and, for the auxiliary head, `low_feature` (default
+`"blocks.2.0"`, the first stride-8 block: 40 channels).
+
+- ASPP on the high map: a 1x1 convolution, one 3x3 atrous convolution per
+  rate (12, 24, 36), and image pooling (global mean, 1x1 convolution,
+  broadcast back), each to 256 channels with BatchNorm and ReLU;
+  concatenated, projected by a 1x1 convolution (BatchNorm, ReLU) and
+  dropped out (0.5) in training. Then a 3x3 convolution (BatchNorm, ReLU)
+  and a 1x1 convolution with bias to the classes.
+- The auxiliary FCN head on the low map: a 3x3 convolution to a quarter of
+  its channels (BatchNorm, ReLU, dropout 0.1) and a 1x1 convolution with
+  bias to the classes. torchvision trains with its loss at weight 0.5.
+
+Both logits are resized bilinearly (half-pixel centres) to the image size.
+Unlike the mobile DeepLabV3+ of `heads.deeplab`, every 3x3 convolution is a
+full one, as in the paper and in torchvision, so that torchvision's
+checkpoints load (`DeepLabV3Segmenter.from_preset`).
+"""
+
+import keras
+from keras import ops
+
+from heads.preprocessing import pixel_normalizer
+from heads.tap_segmenter import (
+    ResizeToMatch,
+    TapSegmenter,
+    check_class_names,
+    check_image_size_or_none,
+    create_segmenter,
+    tap_model,
+)
+from heads.torchvision_segmentation import batch_norm_slots, conv_bn_slots, conv_slots
+from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
+from mnet_backbones.layers import ConvBNAct, map_size
+from mnet_backbones.validation import check_positive_int
+
+# DeepLabV3's rates for an output stride of 16 with image-level features, as
+# torchvision's DeepLabHead uses them (the paper's (6, 12, 18) doubled).
+DEEPLABV3_ATROUS_RATES = (12, 24, 36)
+# PyTorch's BatchNorm2d default, which torchvision's segmentation heads keep
+# (their MobileNetV3 backbone uses 1e-3).
+TORCH_BN_EPSILON = 1e-5
+
+
+def _check_dropout(dropout, name="dropout"):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1), got {dropout!r}.")
+    return float(dropout)
+
+
+def head_conv(filters, kernel_size=1, dilation_rate=1, bn_epsilon=TORCH_BN_EPSILON, dtype=None, name=None):
+    """A full convolution with BatchNorm and ReLU, stride 1, "same" padding (PyTorch's `padding=dilation`).
+
+    Example:
+    ```python
+    head_conv(256, 3, dilation_rate=12)(keras.ops.ones((1, 14, 14, 960))).shape  # (1, 14, 14, 256)
+    ```
+    """
+    return ConvBNAct(
+        check_positive_int("filters", filters),
+        check_positive_int("kernel_size", kernel_size),
+        dilation_rate=check_positive_int("dilation_rate", dilation_rate),
+        activation="relu",
+        padding="same",
+        bn_epsilon=bn_epsilon,
+        bn_momentum=0.9,
+        kernel_initializer="glorot_uniform",
+        dtype=dtype,
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="heads")
+class DeepLabV3ASPP(keras.layers.Layer):
+    """DeepLabV3's atrous spatial pyramid pooling with full 3x3 atrous convolutions.
+
+    Branches, each a convolution to `filters` channels with BatchNorm and
+    ReLU: 1x1; 3x3 at each rate of `atrous_rates`; image pooling (global
+    mean, 1x1, broadcast over the map). Concatenated in that order, projected
+    by a 1x1 convolution (BatchNorm, ReLU), dropout in training.
+
+    Example:
+    ```python
+    aspp = DeepLabV3ASPP(256, atrous_rates=(12, 24, 36))
+    aspp(keras.ops.ones((2, 14, 14, 960))).shape  # (2, 14, 14, 256)
+    ```
+    """
+
+    def __init__(
+        self, filters=256, atrous_rates=DEEPLABV3_ATROUS_RATES, dropout=0.5, bn_epsilon=TORCH_BN_EPSILON, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.filters = check_positive_int("filters", filters)
+        self.atrous_rates = tuple(check_positive_int("atrous_rates", rate) for rate in atrous_rates)
+        self.dropout = _check_dropout(dropout)
+        self.bn_epsilon = float(bn_epsilon)
+        common = dict(bn_epsilon=self.bn_epsilon, dtype=self.dtype_policy)
+        self.branches = [head_conv(self.filters, 1, name="branch_1x1", **common)] + [
+            head_conv(self.filters, 3, dilation_rate=rate, name=f"branch_rate{rate}", **common)
+            for rate in self.atrous_rates
+        ]
+        self.pooling_conv = head_conv(self.filters, 1, name="image_pooling", **common)
+        self.projection = head_conv(self.filters, 1, name="projection", **common)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for branch in self.branches:
+            branch.build(shape)
+        self.pooling_conv.build((shape[0], 1, 1, shape[-1]))
+        self.projection.build(shape[:-1] + (self.filters * (len(self.branches) + 1),))
+
+    def call(self, inputs, training=None):
+        outputs = [branch(inputs, training=training) for branch in self.branches]
+        pooled = self.pooling_conv(ops.mean(inputs, axis=(1, 2), keepdims=True), training=training)
+        # torchvision resizes the 1x1 map bilinearly, which is a broadcast;
+        # a multiply with ones keeps the shapes constant where they are known.
+        _, height, width = map_size(inputs)
+        outputs.append(pooled * ops.ones((1, height, width, 1), dtype=pooled.dtype))
+        x = self.projection(ops.concatenate(outputs, axis=-1), training=training)
+        return self.dropout_layer(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            atrous_rates=list(self.atrous_rates),
+            dropout=self.dropout,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="heads")
+class FCNHead(keras.layers.Layer):
+    """The FCN head torchvision uses as DeepLabV3's auxiliary classifier.
+
+    A 3x3 convolution to `filters` channels (torchvision: a quarter of the
+    input's) with BatchNorm and ReLU, dropout in training, then a 1x1
+    convolution with bias to `num_classes` logits.
+
+    Example:
+    ```python
+    FCNHead(num_classes=21, filters=10)(keras.ops.ones((1, 28, 28, 40))).shape  # (1, 28, 28, 21)
+    ```
+    """
+
+    def __init__(self, num_classes, filters, dropout=0.1, bn_epsilon=TORCH_BN_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.filters = check_positive_int("filters", filters)
+        self.dropout = _check_dropout(dropout)
+        self.bn_epsilon = float(bn_epsilon)
+        self.conv = head_conv(self.filters, 3, bn_epsilon=self.bn_epsilon, dtype=self.dtype_policy, name="conv")
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="dropout")
+        self.classifier = keras.layers.Conv2D(self.num_classes, 1, dtype=self.dtype_policy, name="classifier")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.classifier.build(tuple(input_shape[:-1]) + (self.filters,))
+
+    def call(self, inputs, training=None):
+        x = self.dropout_layer(self.conv(inputs, training=training), training=training)
+        return self.classifier(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, filters=self.filters, dropout=self.dropout, bn_epsilon=self.bn_epsilon
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="heads")
+class DeepLabV3Segmenter(TapSegmenter):
+    """DeepLabV3 with an optional auxiliary FCN head: per-pixel class logits at the image size.
+
+    Maps images `(batch, height, width, 3)` in 0..255 (normalised inside,
+    by default with ImageNet's statistics, as torchvision's checkpoints
+    expect) to logits `(batch, height, width, num_classes)`. With
+    `image_size=None` any size is taken (as torchvision's model does);
+    `evaluate_segmentation` and the LiteRT export need a fixed one.
+
+    With `aux_head=True` an FCN head on `low_feature` also predicts classes:
+    `segmenter.aux_model` maps images to its logits (torchvision's `"aux"`
+    output), and `compile()` adds its loss, at `aux_loss_weight` (0.5), to
+    the main one in training. The segmenter's own output stays the main
+    logits, so that `predict` and `evaluate_segmentation` see one map. (The
+    auxiliary loss runs the backbone a second time in each training step.)
+
+    `compile()` defaults: Adam (1e-3), sparse categorical cross-entropy from
+    logits that ignores label 255, and mean IoU (also ignoring 255).
+
+    Args:
+        backbone: a keras-hub feature-pyramid backbone with the maps
+            `high_feature` (and `low_feature` with `aux_head`) among its
+            `feature_taps` or `pyramid_outputs`.
+        num_classes: classes, background included.
+        image_size: None (any size), an int or `(height, width)`.
+        aux_head: add the auxiliary FCN head.
+        aspp_filters: channels of the ASPP branches, of its output and of
+            the 3x3 convolution after it.
+        atrous_rates: the ASPP's 3x3 dilation rates.
+        dropout: dropout after the ASPP projection.
+        aux_dropout: dropout inside the auxiliary head.
+        high_feature / low_feature: the backbone maps the heads read.
+        bn_epsilon: the head's BatchNorm epsilon (PyTorch's 1e-5).
+        pixel_mean / pixel_variance: per-channel input normalisation, on
+            0..255 pixels.
+        class_names: optional names of the classes (a checkpoint's travel
+            with it), saved with the model.
+        preprocessor: optional keras-hub preprocessor.
+
+    Example:
+    ```python
+    import numpy as np
+    import heads, mnet_backbones
+
+    backbone = mnet_backbones.MobileNetBackbone("mobilenetv3_large", output_stride=16)
+    segmenter = heads.DeepLabV3Segmenter(
+        backbone, num_classes=4, image_size=64, aspp_filters=32, high_feature="P5", low_feature="P3", aux_head=True
+    )
+    segmenter.compile()
+    images = np.random.uniform(0, 255, (2, 64, 64, 3))
+    masks = np.random.randint(0, 4, (2, 64, 64, 1))
+    segmenter.fit(images, masks, epochs=1, verbose=0)
+    segmenter.predict(images, verbose=0).shape  # (2, 64, 64, 4)
+    ```
+    """
+
+    torchvision_builder = "deeplabv3_mobilenet_v3_large"
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        image_size=None,
+        aux_head=False,
+        aspp_filters=256,
+        atrous_rates=DEEPLABV3_ATROUS_RATES,
+        dropout=0.5,
+        aux_dropout=0.1,
+        high_feature="final",
+        low_feature="blocks.2.0",
+        bn_epsilon=TORCH_BN_EPSILON,
+        pixel_mean=IMAGENET_PIXEL_MEAN,
+        pixel_variance=IMAGENET_PIXEL_VARIANCE,
+        class_names=None,
+        preprocessor=None,
+        dtype=None,
+        **kwargs,
+    ):
+        num_classes = check_positive_int("num_classes", num_classes)
+        image_size = check_image_size_or_none(image_size)
+        class_names = check_class_names(class_names, num_classes)
+        aux_head = bool(aux_head)
+        head_dtype = dtype or backbone.dtype_policy
+        names = (high_feature, low_feature) if aux_head else (high_feature,)
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.num_classes = num_classes  # before the functional init, whose compile() reads it
+        self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
+        self.feature_extractor = tap_model(backbone, names, "DeepLabV3")
+        self.aspp = DeepLabV3ASPP(
+            aspp_filters,
+            atrous_rates=atrous_rates,
+            dropout=dropout,
+            bn_epsilon=bn_epsilon,
+            dtype=head_dtype,
+            name="aspp",
+        )
+        self.head_conv = head_conv(aspp_filters, 3, bn_epsilon=bn_epsilon, dtype=head_dtype, name="head_conv")
+        self.classifier = keras.layers.Conv2D(num_classes, 1, dtype=head_dtype, name="classifier")
+        low_channels = self.feature_extractor.output[low_feature].shape[-1] if aux_head else None
+        self.aux_classifier = (
+            FCNHead(
+                num_classes,
+                max(1, low_channels // 4),
+                dropout=aux_dropout,
+                bn_epsilon=bn_epsilon,
+                dtype=head_dtype,
+                name="aux_classifier",
+            )
+            if aux_head
+            else None
+        )
+
+        # === Functional model ===
+        inputs = keras.Input(shape=(image_size or (None, None)) + (3,), name="images")
+        features = self.feature_extractor(self.normalizer(inputs))
+        x = self.classifier(self.head_conv(self.aspp(features[high_feature])))
+        outputs = ResizeToMatch(dtype="float32", name="logits")(x, inputs)
+        aux_outputs = None
+        if aux_head:
+            aux = self.aux_classifier(features[low_feature])
+            aux_outputs = ResizeToMatch(dtype="float32", name="aux_logits")(aux, inputs)
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        # Shares every layer with the segmenter; its own output is the auxiliary logits.
+        self.aux_model = keras.Model(inputs, aux_outputs, name="aux_model") if aux_head else None
+
+        # === Config ===
+        self.image_size = image_size
+        self.aux_head = aux_head
+        self.aspp_filters = self.aspp.filters
+        self.atrous_rates = self.aspp.atrous_rates
+        self.dropout = self.aspp.dropout
+        self.aux_dropout = _check_dropout(aux_dropout, "aux_dropout")
+        self.high_feature = high_feature
+        self.low_feature = low_feature
+        self.bn_epsilon = float(bn_epsilon)
+        self.pixel_mean = tuple(float(v) for v in pixel_mean)
+        self.pixel_variance = tuple(float(v) for v in pixel_variance)
+        self.class_names = class_names
+        self.aux_loss_weight = 0.0
+
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", aux_loss_weight="auto", **kwargs):
+        """Configures training; "auto" picks the segmentation defaults.
+
+        Defaults as `TapSegmenter.compile`; with an auxiliary head its loss
+        (the same loss on its logits) is added at `aux_loss_weight`, "auto"
+        being torchvision's 0.5 (0 without the head).
+        """
+        if aux_loss_weight == "auto":
+            aux_loss_weight = 0.5 if getattr(self, "aux_head", False) else 0.0
+        if isinstance(aux_loss_weight, bool) or not isinstance(aux_loss_weight, (int, float)) or aux_loss_weight < 0:
+            raise ValueError(f"`aux_loss_weight` must be a number >= 0 or 'auto', got {aux_loss_weight!r}.")
+        if aux_loss_weight and not getattr(self, "aux_head", False):
+            raise ValueError("`aux_loss_weight` needs the auxiliary head: build the segmenter with `aux_head=True`.")
+        self.aux_loss_weight = float(aux_loss_weight)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        if training and self.aux_loss_weight and self.aux_model is not None and y is not None:
+            aux_logits = self.aux_model(x, training=True)
+            loss = loss + self.aux_loss_weight * self.loss(y, aux_logits, sample_weight)
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            image_size=None if self.image_size is None else list(self.image_size),
+            aux_head=self.aux_head,
+            aspp_filters=self.aspp_filters,
+            atrous_rates=list(self.atrous_rates),
+            dropout=self.dropout,
+            aux_dropout=self.aux_dropout,
+            high_feature=self.high_feature,
+            low_feature=self.low_feature,
+            bn_epsilon=self.bn_epsilon,
+            pixel_mean=list(self.pixel_mean),
+            pixel_variance=list(self.pixel_variance),
+            class_names=None if self.class_names is None else list(self.class_names),
+        )
+        return config
+
+    # === torchvision checkpoints ===
+
+    @classmethod
+    def torchvision_head_config(cls, state_dict, source_name):
+        """The constructor arguments a torchvision state_dict implies: classes and the auxiliary head."""
+        key = "classifier.4.bias"
+        if key not in state_dict:
+            raise ValueError(f"{source_name}: {key!r} (the classifier's bias) is missing.")
+        return {"num_classes": int(state_dict[key].shape[0]), "aux_head": "aux_classifier.4.bias" in state_dict}
+
+    @classmethod
+    def torchvision_head_config_of_preset(cls, row):
+        return {"num_classes": len(row["class_names"]), "aux_head": row["aux"]}
+
+    def torchvision_slots(self):
+        """`(variable, torchvision key, transform)` for every head weight, in torchvision's names."""
+        slots = []
+        for i, branch in enumerate(self.aspp.branches):
+            slots += conv_bn_slots(branch, f"classifier.0.convs.{i}.0", f"classifier.0.convs.{i}.1")
+        # The pooling branch's Sequential starts with its AdaptiveAvgPool2d.
+        pooling = f"classifier.0.convs.{len(self.aspp.branches)}"
+        slots += conv_bn_slots(self.aspp.pooling_conv, f"{pooling}.1", f"{pooling}.2")
+        slots += conv_bn_slots(self.aspp.projection, "classifier.0.project.0", "classifier.0.project.1")
+        slots += conv_slots(self.head_conv.conv, "classifier.1")
+        slots += batch_norm_slots(self.head_conv.bn, "classifier.2")
+        slots += conv_slots(self.classifier, "classifier.4")
+        if self.aux_classifier is not None:
+            head = self.aux_classifier
+            slots += conv_bn_slots(head.conv, "aux_classifier.0", "aux_classifier.1")
+            slots += conv_slots(head.classifier, "aux_classifier.4")
+        return slots
+
+
+def create_deeplabv3(backbone, num_classes=None, image_size=None, **kwargs):
+    """Builds a `DeepLabV3Segmenter`, or loads torchvision's pretrained one by its built-in name.
+
+    Args:
+        backbone: `"deeplabv3_mobilenetv3_large_voc"` (torchvision's
+            checkpoint, downloaded once; `num_classes` must then be None or
+            21), a backbone preset name (loaded at output stride 16 with
+            `keras_hub.models.Backbone.from_preset`), or a backbone instance.
+        num_classes: classes, background included.
+        image_size: None (any size), an int or `(height, width)`.
+        **kwargs: `load_weights` and other `from_preset` arguments go to the
+            backbone when it is a name; the rest to `DeepLabV3Segmenter`.
+
+    Example:
+    ```python
+    import heads
+    segmenter = heads.create_deeplabv3(
+        "mobilenetv3_large_100", num_classes=4, image_size=64, load_weights=False,
+        high_feature="P5", low_feature="P3", aux_head=True,
+    )
+    segmenter.output_shape  # (None, 64, 64, 4)
+    ```
+    """
+    return create_segmenter(DeepLabV3Segmenter, backbone, num_classes, image_size, kwargs)
+
+
+__all__ = [
+    "DEEPLABV3_ATROUS_RATES",
+    "DeepLabV3ASPP",
+    "DeepLabV3Segmenter",
+    "FCNHead",
+    "create_deeplabv3",
+    "head_conv",
+]
