@@ -35,6 +35,13 @@ LiteRT float32 and int8 files, with the GEMM probe. Every ratio in the
 tables (ours / keras.applications, the int8 speed-up, float32 over the MAC
 bound) is the median of the ratios of neighbouring runs (`paired_ratio`), so
 that it compares runs taken moments apart; the latencies are plain medians.
+
+The pretrained heads (`run_task_benchmark`, `TASKS`: LR-ASPP, DeepLabV3 and
+SSDLite320 converted from torchvision) are timed the same way at batch 1,
+in TF graph mode and as LiteRT float32 / int8 files, in turn with
+torchvision's own model on the CPU when torchvision is installed
+(`torchvision_runner`); without it that column stays empty and the table
+says why. Nothing else stands in for torchvision.
 """
 
 import dataclasses
@@ -47,10 +54,13 @@ import time
 import keras
 import numpy as np
 
+import heads
+from heads import torchvision_segmentation
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
 from mnet_backbones.constants import IMAGENET_CLASSES
 from mnet_backbones.presets import PRESETS
+from mnet_backbones.validation import check_image_size
 from mnet_tools import export, litert
 from mnet_tools.macs import count_macs
 from mnet_tools.plotting import pyplot
@@ -189,7 +199,7 @@ def graph_runner(model, batch_size):
 
     images = tf.random.uniform((batch_size, *model.input_shape[1:]))
     forward = tf.function(lambda x: model(x, training=False), jit_compile=False)
-    return lambda: forward(images).numpy()
+    return lambda: keras.tree.map_structure(lambda output: output.numpy(), forward(images))
 
 
 def export_litert(model, path, int8=False):
@@ -496,3 +506,215 @@ def pareto_plot(rows, path):
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+# --------------------------------------------------------------------------
+# Pretrained heads beside torchvision's own CPU inference.
+
+# Built-in pretrained heads the task benchmark times: torchvision's builder,
+# whether the model is a segmenter or a detector, and the size torchvision
+# runs it at (the segmenters' evaluation resizes the short side to 520; the
+# detector resizes every image to 320 x 320).
+TASKS = {
+    "lraspp_mobilenetv3_large_voc": dict(builder="lraspp_mobilenet_v3_large", kind="segmenter", image_size=(520, 520)),
+    "deeplabv3_mobilenetv3_large_voc": dict(
+        builder="deeplabv3_mobilenet_v3_large", kind="segmenter", image_size=(520, 520)
+    ),
+    "ssdlite320_mobilenetv3_large_coco": dict(
+        builder="ssdlite320_mobilenet_v3_large", kind="detector", image_size=(320, 320)
+    ),
+}
+DEFAULT_TASKS = ("lraspp_mobilenetv3_large_voc", "ssdlite320_mobilenetv3_large_coco")
+
+
+@dataclasses.dataclass
+class TaskTiming:
+    """One pretrained head's figures (median seconds, None when not measured) and torchvision's."""
+
+    model: str
+    params: int
+    image_size: tuple
+    macs: int = None
+    graph_batch1: float = None
+    litert_float32: float = None
+    litert_int8: float = None
+    int8_partitions: int = None
+    torchvision: float = None
+    # What the torchvision column is: "torchvision 0.x eager, N threads", or why it is empty.
+    torchvision_note: str = ""
+    samples: dict = dataclasses.field(default_factory=dict, repr=False)
+
+
+def _check_task(name):
+    if name not in TASKS:
+        raise ValueError(f"Unknown pretrained head {name!r}. Valid names: {sorted(TASKS)}.")
+    return TASKS[name]
+
+
+def torchvision_runner(name, image_size, checkpoint=None):
+    """`(callable, note)`: torchvision's own model of the built-in `name`, run once on CPU at batch 1.
+
+    The model comes from torchvision's builder (random weights, or the
+    state_dict at `checkpoint`), in eval mode under `torch.inference_mode`,
+    on `litert.THREADS` threads like the LiteRT runs. A segmenter runs whole
+    (its output at the image size); of the detector only the network runs
+    (torchvision's `backbone` and `head` on a 320 x 320 batch: raw outputs,
+    as our detector's own call and LiteRT file give them), not its resize
+    and post-processing. Without torchvision the callable is None and the
+    note says so: nothing else stands in for it (a model rebuilt here in
+    PyTorch would not be torchvision's).
+    """
+    task = _check_task(name)
+    try:
+        import torch
+        import torchvision
+        from torchvision.models import detection, segmentation
+    except Exception as error:  # ImportError, or torchvision's C++ ops failing to load
+        return None, f"torchvision not available ({type(error).__name__}: {error}); not compared"
+
+    torch.set_num_threads(litert.THREADS)
+    module = detection if task["kind"] == "detector" else segmentation
+    model = getattr(module, task["builder"])(weights=None, weights_backbone=None).eval()
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    images = torch.rand(1, 3, *image_size)
+
+    if task["kind"] == "detector":
+
+        def run():
+            with torch.inference_mode():
+                return model.head(list(model.backbone(images).values()))
+
+        what = "the network (backbone + head, raw outputs)"
+    else:
+
+        def run():
+            with torch.inference_mode():
+                return model(images)["out"]
+
+        what = "the whole model"
+    note = f"torchvision {torchvision.__version__} eager (torch {torch.__version__}), {what}, {litert.THREADS} threads"
+    return run, note
+
+
+def pretrained_head(name, image_size=None, checkpoint=None):
+    """Our model of the built-in `name`: random weights (no download), or converted from `checkpoint`.
+
+    A segmenter is built at `image_size` (default: `TASKS`'); the detector
+    has its own 320 x 320.
+    """
+    task = _check_task(name)
+    if task["kind"] == "detector":
+        if image_size is not None and check_image_size(image_size) != task["image_size"]:
+            raise ValueError(f"{name} runs at {task['image_size']}; got image_size={image_size}.")
+        return heads.SSDLite320ObjectDetector.from_preset(checkpoint or name, load_weights=checkpoint is not None)
+    image_size = check_image_size(image_size or task["image_size"])
+    if checkpoint is None:
+        return torchvision_segmentation.load_torchvision_segmenter(name, load_weights=False, image_size=image_size)
+    model = torchvision_segmentation.load_torchvision_segmenter(checkpoint, image_size=image_size)
+    if model.torchvision_builder != task["builder"]:
+        raise ValueError(
+            f"{checkpoint!r} holds a {model.torchvision_builder!r} checkpoint, not {name!r}'s {task['builder']!r}."
+        )
+    return model
+
+
+def measure_task(name, repeats=50, image_size=None, int8=True, checkpoint=None, work_dir=None):
+    """A `TaskTiming` of the built-in pretrained head `name`, every runtime timed in turn.
+
+    Our model runs in TensorFlow graph mode and as LiteRT float32 / int8
+    files (batch 1); torchvision's own (`torchvision_runner`) in the same
+    rotation when it is installed, so each ratio is one of runs moments apart.
+    """
+    model = pretrained_head(name, image_size, checkpoint)
+    size = tuple(int(side) for side in model.image_size)
+    timing = TaskTiming(
+        model=name, params=sum(math.prod(weight.shape) for weight in model.trainable_weights), image_size=size
+    )
+    try:
+        timing.macs = count_macs(model)
+    except ValueError:
+        timing.macs = None
+    with tempfile.TemporaryDirectory(dir=work_dir) as folder:
+        float_path = export.export_model(model, os.path.join(folder, "float32.tflite"), image_size=size, batch_size=1)
+        runners = {"graph_batch1": graph_runner(model, 1), "litert_float32": litert.runner(float_path)}
+        if int8:
+            int8_path = export.export_model(
+                model,
+                os.path.join(folder, "int8.tflite"),
+                image_size=size,
+                batch_size=1,
+                int8=True,
+                calibration_images=export.random_images(size),
+            )
+            runners["litert_int8"] = litert.runner(int8_path)
+            timing.int8_partitions = litert.xnnpack_coverage(int8_path)["partitions"]
+        reference, timing.torchvision_note = torchvision_runner(name, size, checkpoint)
+        if reference is not None:
+            runners["torchvision"] = reference
+        for field, samples in zip(runners, interleaved_samples(list(runners.values()), repeats)):
+            _record(timing, field, samples)
+    return timing
+
+
+def run_task_benchmark(names=DEFAULT_TASKS, repeats=50, image_size=None, int8=True, checkpoints=None, progress=None):
+    """`measure_task` for each built-in pretrained head in `names`; `checkpoints` maps a name to a `.pth` path."""
+    checkpoints = checkpoints or {}
+    for name in names:
+        _check_task(name)
+    rows = []
+    for name in names:
+        if progress:
+            progress(name)
+        rows.append(measure_task(name, repeats, image_size, int8, checkpoints.get(name)))
+    return rows
+
+
+TASK_RATIO_FIELDS = ("graph_batch1", "litert_float32", "litert_int8")
+
+
+def task_results_table(rows):
+    """The pretrained heads' figures as markdown, with ours / torchvision ratios (paired runs) and notes."""
+    header = [
+        "model",
+        "input",
+        "params (M)",
+        "MACs (M)",
+        "TF graph b1 ms",
+        "LiteRT fp32 ms",
+        "LiteRT int8 ms",
+        "int8 partitions",
+        "torchvision CPU ms",
+        "TF graph / tv",
+        "LiteRT fp32 / tv",
+        "LiteRT int8 / tv",
+    ]
+    body, notes = [], []
+    for row in rows:
+        body.append(
+            [
+                row.model,
+                "x".join(str(side) for side in row.image_size),
+                f"{row.params / 1e6:.2f}",
+                "-" if row.macs is None else f"{row.macs / 1e6:.0f}",
+                _ms(row.graph_batch1),
+                _ms(row.litert_float32),
+                _ms(row.litert_int8),
+                "-" if row.int8_partitions is None else str(row.int8_partitions),
+                _ms(row.torchvision),
+                *(
+                    "-"
+                    if row.torchvision is None or getattr(row, field) is None
+                    else _paired(row, field, row, "torchvision")
+                    for field in TASK_RATIO_FIELDS
+                ),
+            ]
+        )
+        notes.append(f"{row.model}: torchvision column: {row.torchvision_note or 'not measured'}")
+    table = markdown_table(header, body, right_aligned=set(range(2, len(header))))
+    notes.append(
+        "Ours: random weights unless a checkpoint was given (speed does not depend on them), batch 1, "
+        f"LiteRT on {litert.THREADS} threads; the detector's figures are its network (raw outputs), "
+        "post-processing not timed. Ratios are medians of runs timed in turn (below 1: ours faster)."
+    )
+    return table + "\n\n" + "\n".join(notes)

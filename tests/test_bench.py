@@ -141,3 +141,92 @@ def test_block_profile_splits_the_time_and_the_macs_by_block(capsys):
 def test_block_profile_rejects_an_unknown_preset():
     with pytest.raises(ValueError, match="mobilenetv9"):
         bench.block_profile("mobilenetv9")
+
+
+def test_task_table_ratios_to_torchvision_pair_runs_and_say_what_is_compared():
+    ms = 1e-3
+    ours = bench.TaskTiming("lraspp_mobilenetv3_large_voc", 3_221_538, (520, 520), 2_100_000_000)
+    ours.torchvision_note = "torchvision 0.28 eager (torch 2.13), 2 threads"
+    # Run 2 was slow for ours, run 3 for torchvision: the pairs say 0.50, medians 4 / 8.
+    ours.samples.update(
+        graph_batch1=[2 * ms, 9 * ms, 4 * ms],
+        litert_float32=[1 * ms, 2 * ms, 1 * ms],
+        torchvision=[4 * ms, 8 * ms, 30 * ms],
+    )
+    ours.graph_batch1, ours.litert_float32, ours.torchvision = 4 * ms, 1 * ms, 8 * ms
+    ours.int8_partitions = 1
+    alone = bench.TaskTiming("deeplabv3_mobilenetv3_large_voc", 11_029_328, (520, 520), graph_batch1=30 * ms)
+    alone.torchvision_note = "torchvision not available (ModuleNotFoundError); not compared"
+    text = bench.task_results_table([ours, alone])
+    header, _, *body = table_rows(text.split("\n\n")[0])
+    row, other = dict(zip(header, body[0])), dict(zip(header, body[1]))
+    assert row["input"] == "520x520" and row["params (M)"] == "3.22" and row["MACs (M)"] == "2100"
+    assert row["torchvision CPU ms"] == "8.00"
+    assert row["TF graph / tv"] == "0.50"  # 2/4, 9/8, 4/30 -> median 0.50
+    assert row["LiteRT fp32 / tv"] == "0.25"
+    assert row["LiteRT int8 / tv"] == "-" and row["int8 partitions"] == "1"
+    assert other["torchvision CPU ms"] == "-" and other["TF graph / tv"] == "-" and other["MACs (M)"] == "-"
+    notes = text.split("\n\n")[1]
+    assert "lraspp_mobilenetv3_large_voc: torchvision column: torchvision 0.28 eager" in notes
+    assert "deeplabv3_mobilenetv3_large_voc: torchvision column: torchvision not available" in notes
+
+
+def test_without_torchvision_nothing_stands_in_for_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision -> ImportError
+    monkeypatch.setitem(sys.modules, "torchvision.models.segmentation", None)
+    run, note = bench.torchvision_runner("lraspp_mobilenetv3_large_voc", (64, 64))
+    assert run is None and "not compared" in note
+
+
+def test_task_run_times_every_runtime_in_turn_with_torchvision(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        bench, "torchvision_runner", lambda name, size, checkpoint=None: (lambda: calls.append(size), "a stand-in")
+    )
+    (timing,) = bench.run_task_benchmark(["lraspp_mobilenetv3_large_voc"], repeats=3, image_size=(64, 80), int8=False)
+    assert timing.image_size == (64, 80) and timing.params == 3_221_538  # torchvision's num_params
+    assert calls == [(64, 80)] * (2 + 3)  # warm-up, then once per round
+    for field in ("graph_batch1", "litert_float32", "torchvision"):
+        assert len(timing.samples[field]) == 3 and getattr(timing, field) > 0
+    assert timing.litert_int8 is None and timing.torchvision_note == "a stand-in"
+    with pytest.raises(ValueError, match="mobilenetv9"):
+        bench.run_task_benchmark(["mobilenetv9"])
+    with pytest.raises(ValueError, match=r"\(320, 320\)"):
+        bench.pretrained_head("ssdlite320_mobilenetv3_large_coco", image_size=(64, 64))
+
+
+def test_torchvision_runner_runs_torchvisions_builder_in_eval_mode(monkeypatch):
+    # A stand-in torchvision package: the runner's own glue (builder, eval, threads, inference mode) is what runs.
+    import sys
+    import types
+
+    torch = pytest.importorskip("torch")
+    built = []
+
+    class Segmenter(torch.nn.Module):
+        def forward(self, images):
+            assert not self.training and torch.is_inference_mode_enabled()
+            return {"out": images.mean(1, keepdim=True)}
+
+    def lraspp_mobilenet_v3_large(weights, weights_backbone):
+        assert weights is None and weights_backbone is None
+        built.append(Segmenter())
+        return built[-1]
+
+    fake = types.ModuleType("torchvision")
+    fake.__version__ = "0.0-test"
+    fake.models = types.ModuleType("torchvision.models")
+    fake.models.segmentation = types.SimpleNamespace(lraspp_mobilenet_v3_large=lraspp_mobilenet_v3_large)
+    fake.models.detection = types.SimpleNamespace()
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.models", fake.models)
+    threads = torch.get_num_threads()
+    try:
+        run, note = bench.torchvision_runner("lraspp_mobilenetv3_large_voc", (24, 40))
+        assert tuple(run().shape) == (1, 1, 24, 40) and len(built) == 1
+        assert torch.get_num_threads() == bench.litert.THREADS
+        assert "torchvision 0.0-test eager" in note and "the whole model" in note
+    finally:
+        torch.set_num_threads(threads)
