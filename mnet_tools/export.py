@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 import heads  # noqa: F401  (registers the heads' classes, for loading .keras files)
+from heads.datasets.images import read_image
 from mnet_backbones import files
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier, MobileNetImageConverter
@@ -247,7 +248,9 @@ def model_image_size(model, image_size=None):
 def read_images(directory, image_size, limit=DEFAULT_CALIBRATION_IMAGES):
     """Up to `limit` images from `directory` (sorted by name), resized, as 0..255 float32.
 
-    An image that cannot be read raises an `OSError` naming it.
+    Images are read as the data loaders read them (`heads.datasets.read_image`:
+    EXIF orientation applied, grey/palette/RGBA/CMYK/16-bit made 8-bit RGB);
+    one that cannot be read raises an `OSError` naming it.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -260,11 +263,8 @@ def read_images(directory, image_size, limit=DEFAULT_CALIBRATION_IMAGES):
     pixels = []
     for name in names[:limit]:
         path = os.path.join(directory, name)
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((width, height), Image.BILINEAR)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for broken files
-            raise OSError(f"Cannot read the image {path}: {error}") from None
+        # The heads' reader: EXIF orientation, 16-bit and palette images as the loaders read them.
+        image = Image.fromarray(read_image(path)).resize((width, height), Image.BILINEAR)
         pixels.append(np.asarray(image, "float32"))
     return np.stack(pixels)
 

@@ -107,3 +107,22 @@ def test_mean_relative_error_never_exceeds_the_max():
     errors = relative_errors([actual], [expected])
     assert errors["max_relative_error"] == pytest.approx(0.01)
     assert errors["mean_relative_error"] == pytest.approx(0.0075)
+
+
+def test_calibration_images_are_read_as_displayed(tmp_path):
+    """EXIF orientation applies to calibration images as to training data."""
+    from PIL import Image, ImageOps
+
+    from mnet_tools.export import read_images
+
+    stored = np.zeros((20, 40, 3), "uint8")
+    stored[:, :20] = (255, 0, 0)  # left half red, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    Image.fromarray(stored).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    pixels = read_images(str(tmp_path), (40, 20))[0]
+    with Image.open(tmp_path / "rotated.jpg") as image:
+        displayed = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), "float32")
+    assert displayed.shape == (40, 20, 3)
+    np.testing.assert_allclose(pixels, displayed, atol=1)
+    assert abs(pixels[:20, :, 0].mean() - pixels[20:, :, 0].mean()) > 100  # red on one half: rotated
