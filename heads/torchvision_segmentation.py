@@ -136,6 +136,34 @@ def is_torchvision_source(preset):
     return os.path.isdir(preset) and os.path.isfile(os.path.join(preset, CHECKPOINT_FILE))
 
 
+def is_segmentation_source(source):
+    """True only for what is recognisably one of these segmenters, without reading any weights.
+
+    A built-in name; a folder whose `config.json` names a segmentation
+    builder; a `.pth` file named after one (as torchvision publishes them,
+    `lraspp_mobilenet_v3_large-d234d4ea.pth`). For a tool that dispatches
+    many kinds of sources (`is_torchvision_source` claims every `.pth`).
+
+    Example:
+    ```python
+    is_segmentation_source("lraspp_mobilenetv3_large_voc")  # True
+    is_segmentation_source("mobilenet_v3_large-8738ca79.pth")  # False: a classifier
+    ```
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    source = os.fspath(source)
+    builders = {row["builder"] for row in PRESETS.values()}
+    if source in PRESETS:
+        return True
+    if os.path.isdir(source):
+        return _read_folder_config(source).get("builder") in builders
+    name = os.path.basename(source)
+    return name.endswith(".pth") and any(
+        name.startswith(f"{builder}-") or name == f"{builder}.pth" for builder in builders
+    )
+
+
 def _read_folder_config(folder):
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
@@ -300,6 +328,7 @@ __all__ = [
     "conv_bn_slots",
     "conv_slots",
     "infer_builder",
+    "is_segmentation_source",
     "is_torchvision_source",
     "load_segmenter",
     "load_torchvision_segmenter",

@@ -172,6 +172,13 @@ def test_sources_a_bare_pth_and_the_generic_loader(tmp_path, lraspp, references)
         heads.LRASPPSegmenter.from_preset(DEEPLAB)
     with pytest.raises(ValueError, match="aux_head"):
         heads.DeepLabV3Segmenter.from_preset(DEEPLAB, aux_head=False, load_weights=False)
+    # What a tool dispatching many sources may send here, without reading weights.
+    assert torchvision_segmentation.is_segmentation_source(DEEPLAB)
+    assert torchvision_segmentation.is_segmentation_source("lraspp_mobilenetv3_large_voc")
+    assert torchvision_segmentation.is_segmentation_source("/x/deeplabv3_mobilenet_v3_large-fc3c493d.pth")
+    assert not torchvision_segmentation.is_segmentation_source(str(path))
+    assert not torchvision_segmentation.is_segmentation_source("/x/mobilenet_v3_large-8738ca79.pth")
+    assert not torchvision_segmentation.is_segmentation_source(os.path.join(FIXTURES, "mobilenet_v3_small"))
     with pytest.raises(OSError, match="no_such.pth"):
         heads.LRASPPSegmenter.from_preset(str(tmp_path / "no_such.pth"))
 
