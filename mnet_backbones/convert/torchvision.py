@@ -444,7 +444,8 @@ def download_checkpoint(url, progress=None):
 
     Args:
         url: e.g. `"https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth"`.
-        progress: optional callable taking a message string.
+        progress: a callable taking a message string, True (print), or
+            None / False (silent).
 
     Raises:
         DownloadError: the file cannot be fetched (offline); the message says
@@ -458,7 +459,7 @@ def download_checkpoint(url, progress=None):
         return path
     os.makedirs(folder, exist_ok=True)
     if progress:
-        progress(f"downloading {url}")
+        (print if progress is True else progress)(f"downloading {url} to {path}")
     handle, staging = tempfile.mkstemp(prefix=".downloading-", dir=folder)
     os.close(handle)
     try:
