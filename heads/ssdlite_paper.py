@@ -603,6 +603,16 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
         kwargs.pop("loss", None)  # the loss is the paper's, in compute_loss
         keras.Model.compile(self, optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # compile() is our own, so Keras does not replay a saved compile by itself; this restores it,
+        # optimizer state included.
+        config = dict(keras.saving.deserialize_keras_object(config))
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            config.pop(key, None)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         boxes = bounding_boxes.convert_format(
             ops.cast(y["boxes"], "float32"), source=self.bounding_box_format, target="xyxy",

@@ -381,7 +381,7 @@ def test_loss_is_torchvisions_on_a_hand_case():
     np.testing.assert_allclose(loss, smooth_l1 + positive + hardest, rtol=1e-5)
 
 
-def test_fit_steps_and_rejects_the_background_label():
+def test_fit_steps_and_rejects_the_background_label(tmp_path):
     # A small backbone and input: the training step's compile time (JAX) grows with the graph.
     backbone = mnet_backbones.MobileNetBackbone("mobilenetv3_small", image_shape=(128, 128, 3))
     tiny = heads.SSDLite320ObjectDetector(backbone, num_classes=3, image_size=128, extra_filters=(64, 64, 32, 32))
@@ -392,6 +392,14 @@ def test_fit_steps_and_rejects_the_background_label():
                "labels": np.array([[1, -1], [2, -1]])}  # fmt: skip
     history = tiny.fit(images, targets, epochs=1, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+    resized = keras.ops.convert_to_numpy(ssdlite_paper.resize_images(images, 128))
+    scale = np.array([128 / 160, 128 / 96] * 2, "float32")
+    scaled = dict(targets, boxes=np.where(targets["labels"][..., None] >= 0, targets["boxes"] * scale, -1.0))
+    assert np.isfinite(tiny.evaluate(resized, scaled, batch_size=2, verbose=0))
+    path = tmp_path / "trained.keras"
+    tiny.save(path)
+    again = keras.models.load_model(path)
+    assert isinstance(again.optimizer, keras.optimizers.AdamW) and int(again.optimizer.iterations) == 1
     with pytest.raises(ValueError, match="label 0 is out of range"):
         tiny.fit(images, {"boxes": targets["boxes"], "labels": np.array([[0, -1]] * 2)}, epochs=1, verbose=0)
 
