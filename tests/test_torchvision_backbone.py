@@ -352,8 +352,8 @@ def test_backbone_slots_name_every_feature_tensor_of_the_checkpoint():
     np.testing.assert_array_equal(kernel, state_dict["features.0.0.weight"].transpose(2, 3, 1, 0))
 
 
-def test_backbone_slots_prefix_and_v2_names():
-    backbone = MobileNetBackbone("mobilenetv2", width_multiplier=0.35)
+def test_backbone_slots_prefix_and_v2_names(backbones):
+    backbone = backbones["mobilenetv2"]
     keys = [key for _, key, _ in tv.backbone_slots(backbone, prefix="backbone.")]
     # features.1: no expansion (dw conv.0, projection conv.1 + BN conv.2); later blocks four parts.
     for key in (

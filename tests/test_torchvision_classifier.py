@@ -171,8 +171,8 @@ def test_missing_and_extra_tensors_are_named(tmp_path, state_dict):
         MobileNetImageClassifier.from_preset(_checkpoint_folder(tmp_path / "b", extra))
 
 
-def test_a_large_checkpoint_under_a_small_config_is_refused(tmp_path, state_dict):
-    config = {"builder": "mobilenet_v3_large", "task": "classification", "num_classes": 1000}
+def test_a_checkpoint_under_another_builder_is_refused(tmp_path, state_dict):
+    config = {"builder": "mobilenet_v2", "task": "classification", "num_classes": 1000, "kwargs": {"width_mult": 0.35}}
     with pytest.raises(WeightMismatchError, match="Nothing was loaded"):
         MobileNetBackbone.from_preset(_checkpoint_folder(tmp_path, state_dict, config))
 
@@ -239,8 +239,10 @@ def _to_torch_layout(array, key):
     [("mobilenet_v2", "mobilenetv2", 7), ("mobilenet_v3_large", "mobilenetv3_large", 1000)],
 )
 def test_v2_and_v3_large_checkpoints_round_trip(tmp_path, builder, architecture, num_classes):
+    width = 0.5 if builder == "mobilenet_v2" else 1.0  # torchvision's width_mult, through config.json
     original = MobileNetImageClassifier(
-        MobileNetBackbone(architecture, **tv.convention_for(architecture)), num_classes=num_classes
+        MobileNetBackbone(architecture, width_multiplier=width, **tv.convention_for(architecture)),
+        num_classes=num_classes,
     )
     rng = np.random.default_rng(5)
     for variable in original.weights:
@@ -252,8 +254,9 @@ def test_v2_and_v3_large_checkpoints_round_trip(tmp_path, builder, architecture,
         for variable, key, _ in tv.classifier_slots(original)
     }
     if builder == "mobilenet_v2":
-        assert "classifier.1.weight" in state and state["features.18.0.weight"].shape == (1280, 320, 1, 1)
-        path = _checkpoint_folder(tmp_path, state, {"builder": builder, "task": "classification", "num_classes": 7})
+        assert "classifier.1.weight" in state and state["features.18.0.weight"].shape == (1280, 160, 1, 1)
+        config = {"builder": builder, "task": "classification", "num_classes": 7, "kwargs": {"width_mult": 0.5}}
+        path = _checkpoint_folder(tmp_path, state, config)
     else:
         assert state["classifier.0.weight"].shape == (1280, 960) and state["classifier.3.weight"].shape == (1000, 1280)
         path = str(tmp_path / "mobilenet_v3_large-5c1a4163.pth")
