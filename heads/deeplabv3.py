@@ -270,7 +270,8 @@ class DeepLabV3Segmenter(TapSegmenter):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        self.num_classes = num_classes  # before the functional init, whose compile() reads it
+        self.num_classes = num_classes  # before the functional init, whose compile() reads them
+        self.aux_head = aux_head
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         self.feature_extractor = tap_model(backbone, names, "DeepLabV3")
         self.aspp = DeepLabV3ASPP(
@@ -312,7 +313,6 @@ class DeepLabV3Segmenter(TapSegmenter):
 
         # === Config ===
         self.image_size = image_size
-        self.aux_head = aux_head
         self.aspp_filters = self.aspp.filters
         self.atrous_rates = self.aspp.atrous_rates
         self.dropout = self.aspp.dropout
@@ -323,7 +323,6 @@ class DeepLabV3Segmenter(TapSegmenter):
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_variance = tuple(float(v) for v in pixel_variance)
         self.class_names = class_names
-        self.aux_loss_weight = 0.0
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", aux_loss_weight="auto", **kwargs):
         """Configures training; "auto" picks the segmentation defaults.
@@ -338,8 +337,19 @@ class DeepLabV3Segmenter(TapSegmenter):
             raise ValueError(f"`aux_loss_weight` must be a number >= 0 or 'auto', got {aux_loss_weight!r}.")
         if aux_loss_weight and not getattr(self, "aux_head", False):
             raise ValueError("`aux_loss_weight` needs the auxiliary head: build the segmenter with `aux_head=True`.")
+        if aux_loss_weight and loss != "auto" and not callable(loss):
+            raise ValueError(
+                f"With the auxiliary loss, `loss` must be a loss object or function (applied to both heads' "
+                f"logits), got {loss!r}; or pass aux_loss_weight=0."
+            )
         self.aux_loss_weight = float(aux_loss_weight)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["aux_loss_weight"] = self.aux_loss_weight
+        return config
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)

@@ -267,8 +267,8 @@ def test_training_loss_adds_the_auxiliary_heads_at_half_weight():
     segmenter = heads.DeepLabV3Segmenter(
         small_backbone(), num_classes=3, image_size=32, aspp_filters=8, aux_head=True, dropout=0.0, aux_dropout=0.0
     )
-    segmenter.compile()  # "auto": torchvision's 0.5 with the auxiliary head
-    assert segmenter.aux_loss_weight == 0.5
+    assert segmenter.aux_loss_weight == 0.5  # the task compiles itself: "auto", torchvision's 0.5
+    segmenter.compile()
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # No dropout, and BatchNorm in training mode reads the batch: the same logits each call.
     logits = segmenter(x, training=True)
@@ -286,6 +286,8 @@ def test_training_loss_adds_the_auxiliary_heads_at_half_weight():
     )
     with pytest.raises(ValueError, match="aux_head"):
         heads.DeepLabV3Segmenter(small_backbone(), num_classes=3, aspp_filters=8).compile(aux_loss_weight=0.5)
+    with pytest.raises(ValueError, match="loss object"):
+        segmenter.compile(loss="sparse_categorical_crossentropy", aux_loss_weight=0.5)
 
 
 @tensorflow_only
@@ -330,10 +332,12 @@ def test_round_trips_keras_file_and_preset(tmp_path):
     )
     x = images(1, 32, 48)
     expected, expected_aux = segmenter.predict(x, verbose=0), to_numpy(segmenter.aux_model(x))
+    segmenter.compile(aux_loss_weight=0.25)
     path = str(tmp_path / "deeplabv3.keras")
     segmenter.save(path)
     restored = keras.models.load_model(path)
     assert isinstance(restored, heads.DeepLabV3Segmenter) and restored.class_names == ("bg", "fg")
+    assert restored.aux_loss_weight == 0.25
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(to_numpy(restored.aux_model(x)), expected_aux, rtol=1e-5, atol=1e-5)
     lraspp = heads.LRASPPSegmenter(small_backbone(), num_classes=2, inter_filters=8)
@@ -378,3 +382,12 @@ def test_litert_float32_and_int8_on_the_parity_inputs(request, references, tmp_p
     assert litert.xnnpack_coverage(int8_path)["partitions"] == 1
     # The cost of int8, measured at about 1.5% here; the bound catches a broken export, not a precise figure.
     assert error < 0.1
+
+
+@tensorflow_only
+def test_macs_at_520_are_torchvisions_published_operations():
+    from mnet_tools.macs import count_macs
+
+    # torchvision's weights metadata: LR-ASPP "_ops" 2.1 (GFLOPS, counted as multiply-adds) at 520 x 520.
+    segmenter = heads.load_torchvision_segmenter("lraspp_mobilenetv3_large_voc", load_weights=False, image_size=520)
+    assert count_macs(segmenter) == pytest.approx(2.1e9, rel=0.01)
