@@ -80,6 +80,13 @@ class PyramidObjectDetector(ObjectDetector):
 
     backbone_cls = MobileNetBackbone
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Only the base answers keras-hub's lookup by backbone class (several answers
+        # would be picked among at random); the heads themselves take any pyramid.
+        if "backbone_cls" not in cls.__dict__:
+            cls.backbone_cls = None
+
     def __init__(self, *args, **kwargs):
         if type(self) is PyramidObjectDetector:
             _refuse("detector", "heads.create_ssdlite()")
@@ -137,6 +144,13 @@ class PyramidImageSegmenter(ImageSegmenter):
     """Base of the segmenters in `heads` (see the module docstring); not built itself."""
 
     backbone_cls = MobileNetBackbone
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Only the base answers keras-hub's lookup by backbone class (several answers
+        # would be picked among at random); the heads themselves take any pyramid.
+        if "backbone_cls" not in cls.__dict__:
+            cls.backbone_cls = None
 
     def __init__(self, *args, **kwargs):
         if type(self) is PyramidImageSegmenter:

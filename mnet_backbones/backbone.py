@@ -5,11 +5,11 @@ import os
 import keras
 import keras_hub
 
-from mnet_backbones import architectures, weights
+from mnet_backbones import architectures, files, weights
 from mnet_backbones.builder import build_features, check_output_stride
 from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import check_padding
-from mnet_backbones.presets import check_preset_name, is_builtin_placeholder, is_builtin_preset
+from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_placeholder, is_builtin_preset
 from mnet_backbones.validation import check_image_shape
 
 
@@ -244,6 +244,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 weights and needs no network.
         """
         check_preset_name(preset)
+        check_local_preset(preset, load_weights)
         if torchvision.resolve_checkpoint(preset) is not None:
             return torchvision.backbone_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
         snapshot = timm.resolve_snapshot(preset)
@@ -258,4 +259,6 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             # keras_hub.models.Backbone.from_preset(<built-in name>) lands here.
             preset = os.path.basename(os.path.dirname(os.path.abspath(filepath)))
             filepath = os.path.join(weights.ensure_cached(preset), weights.WEIGHTS_FILE)
+        if str(filepath).endswith(".h5"):
+            files.check_hdf5_file(filepath)  # a truncated file named as such, not h5py's "eof = ..."
         return super().load_weights(filepath, *args, **kwargs)

@@ -9,7 +9,7 @@ from mnet_backbones import weights
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import get_activation
-from mnet_backbones.presets import check_preset_name, is_builtin_preset
+from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_preset
 from mnet_backbones.validation import check_positive_int
 
 
@@ -237,6 +237,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             **kwargs: e.g. `num_classes`, `dropout`.
         """
         check_preset_name(preset)
+        check_local_preset(preset, load_weights)
         if torchvision.resolve_checkpoint(preset) is not None:
             return torchvision.classifier_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
         snapshot = timm.resolve_snapshot(preset)

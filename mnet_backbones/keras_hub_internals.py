@@ -21,11 +21,15 @@ these, the import below fails at `import mnet_backbones`, and
 checks that the routing still reaches our classes.
 """
 
+import os
+
 from keras_hub.src.layers.preprocessing import image_converter as _image_converter_module
 from keras_hub.src.models import backbone as _backbone_module
 from keras_hub.src.models import preprocessor as _preprocessor_module
 from keras_hub.src.models import task as _task_module
 from keras_hub.src.utils.preset_utils import PresetLoader, get_preset_loader, register_presets
+
+from mnet_backbones import files
 
 __all__ = ["get_preset_loader", "load_task_preset", "register_presets", "route_presets"]
 
@@ -34,7 +38,13 @@ _CALLERS = (_backbone_module, _task_module, _image_converter_module, _preprocess
 
 
 def load_task_preset(task_cls, preset, load_weights=True, **kwargs):
-    """Loads the task saved in `preset` (a `save_to_preset` folder or handle) as `task_cls`."""
+    """Loads the task saved in `preset` (a `save_to_preset` folder or handle) as `task_cls`.
+
+    A local folder's files are checked first, so that a broken one is named
+    (`files.check_preset_folder`).
+    """
+    if isinstance(preset, str) and os.path.isdir(preset):
+        files.check_preset_folder(preset, weights=load_weights)
     return get_preset_loader(preset).load_task(task_cls, load_weights, True, **kwargs)
 
 
@@ -71,6 +81,9 @@ _routes = []
 
 
 def _routed_get_preset_loader(preset):
+    if isinstance(preset, str) and os.path.isdir(preset):
+        # keras-hub's own reader gives a bare JSONDecodeError; the weights are checked when loaded.
+        files.check_preset_folder(preset, weights=False)
     for claims, backbone_cls, classifier_cls in _routes:
         if claims(preset):
             return _DelegatingLoader(preset, backbone_cls, classifier_cls)

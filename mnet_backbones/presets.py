@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from mnet_backbones import keras_hub_internals
+from mnet_backbones import files, keras_hub_internals
 from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
 
 # The shipped preset folders: config and image converter, and a placeholder
@@ -306,6 +306,17 @@ def get_preset(name):
     if not is_builtin_preset(name):
         raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(BUILTIN_PRESETS)}.")
     return BUILTIN_PRESETS[name]
+
+
+def check_local_preset(preset, load_weights=True):
+    """A local preset or snapshot folder's files, checked before a loader reads them.
+
+    A broken `config.json`, a truncated `model.weights.h5` or `model.safetensors`
+    is named with what is wrong (`files.check_preset_folder`) instead of
+    surfacing as the loader's bare JSON or HDF5 error.
+    """
+    if isinstance(preset, str) and os.path.isdir(preset):
+        files.check_preset_folder(preset, weights=load_weights)
 
 
 def check_preset_name(preset):

@@ -122,3 +122,21 @@ def test_generic_task_loader_on_a_bare_backbone_names_the_builder(tmp_path):
         keras_hub.models.ObjectDetector.from_preset(str(tmp_path))
     with pytest.raises(ValueError, match="create_deeplabv3plus"):
         keras_hub.models.ImageSegmenter.from_preset(str(tmp_path))
+
+
+def test_only_the_bases_answer_keras_hubs_lookup_by_backbone_class():
+    """keras-hub picks at random among several task classes registered for one backbone class."""
+    import heads
+    from heads.tasks import PyramidImageSegmenter, PyramidObjectDetector
+
+    assert heads.SSDLiteObjectDetector.backbone_cls is None
+    for base, task in (
+        (PyramidObjectDetector, keras_hub.models.ObjectDetector),
+        (PyramidImageSegmenter, keras_hub.models.ImageSegmenter),
+    ):
+        answering = {
+            c
+            for c in keras.saving.get_custom_objects().values()
+            if isinstance(c, type) and issubclass(c, task) and c.backbone_cls is mnet_backbones.MobileNetBackbone
+        }
+        assert answering == {base}
