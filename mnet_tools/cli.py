@@ -6,6 +6,7 @@
     mnet-backbones demo detection|segmentation [DEMO OPTIONS]
     mnet-backbones bench [PRESETS...] [--repeats N] [--plot PNG] [--quick]
     mnet-backbones export MODEL OUT [--format litert|onnx] [--int8 --calibration-data DIR]
+    mnet-backbones train classification|detection|segmentation --train ... --val ... --out-dir DIR [OPTIONS]
 
 A subcommand is a pair of functions: `add_<name>(subcommands)` declares its
 arguments and sets `run`, and `run_<name>(args)` does the work and returns the
@@ -701,7 +702,122 @@ def run_export(args):
 
 
 # --------------------------------------------------------------------------
-COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench, add_export)
+# mnet-backbones train classification|detection|segmentation --train ... --val ... --out-dir DIR
+# Repeated from mnet_tools.train.config (which imports the models) so that --help needs no Keras;
+# tests/test_train.py checks they agree.
+TRAIN_DATA = {
+    "classification": ("FOLDER",),
+    "detection": ("ANNOTATIONS_JSON", "IMAGE_DIR"),
+    "segmentation": ("IMAGE_DIR", "MASK_DIR"),
+}
+TRAIN_HEADS = ("ssdlite", "deeplabv3plus", "deeplabv3", "lraspp")
+
+
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be above 0, got 0")
+    return value
+
+
+def add_train(subcommands):
+    parser = subcommands.add_parser(
+        "train",
+        help="train a classifier, detector or segmenter on your data (resumable)",
+        description="Train on your data: classification from a folder with one subfolder per class, detection "
+        "from COCO JSON, segmentation from image and mask folders. Validates after every epoch (top-1/top-5, "
+        "COCO AP/AP50, mIoU) and keeps OUT_DIR: config.json, last/ and best.keras (+ best_preset/) written "
+        "atomically, metrics.csv, tensorboard/. Run the same command again to resume after a crash or kill; "
+        "another configuration on the same OUT_DIR is refused.",
+    )
+    parser.add_argument("task", choices=sorted(TRAIN_DATA), metavar="{" + ",".join(sorted(TRAIN_DATA)) + "}")
+    data = " | ".join(f"{task}: {' '.join(parts)}" for task, parts in TRAIN_DATA.items())
+    parser.add_argument("--train", nargs="+", required=True, metavar="PATH", help=f"training data ({data})")
+    parser.add_argument("--val", nargs="+", required=True, metavar="PATH", help="validation data, as --train")
+    parser.add_argument("--out-dir", required=True, help="the run folder (resumed if it holds this run)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="backbone preset (a new head on it), e.g. mobilenetv3_large_100")
+    source.add_argument(
+        "--from", dest="from_model", metavar="MODEL", help="a .keras file or preset folder to continue from"
+    )
+    parser.add_argument("--no-weights", dest="load_weights", action="store_false", help="random backbone weights")
+    parser.add_argument(
+        "--head",
+        choices=TRAIN_HEADS,
+        help="detection: ssdlite; segmentation: deeplabv3plus (default), deeplabv3, lraspp",
+    )
+    parser.add_argument("--num-classes", type=positive_int, help="segmentation: classes including background")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="side of the square inputs (default 224)")
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (default 32)")
+    parser.add_argument(
+        "--optimizer", choices=("adamw", "sgd"), default="adamw", help="AdamW or SGD with Nesterov momentum"
+    )
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="peak of the cosine schedule")
+    parser.add_argument(
+        "--weight-decay", type=non_negative_float, default=1e-4, help="not applied to BatchNorm and biases"
+    )
+    parser.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    parser.add_argument("--warmup-epochs", type=non_negative_float, default=1.0, help="linear warmup (default 1)")
+    parser.add_argument("--frozen-epochs", type=int, default=0, help="first epochs with the backbone frozen")
+    parser.add_argument("--mixed-precision", choices=("off", "float16", "bfloat16"), default="off")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--devices", type=positive_int, help="data-parallel on the first N devices (default: one, no strategy)"
+    )
+    parser.add_argument(
+        "--deterministic", action="store_true", help="TensorFlow's deterministic ops (bit-exact resumes)"
+    )
+    parser.add_argument(
+        "--stop-after", type=positive_int, metavar="EPOCHS", help="stop after this many epochs (resume later)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    parser.set_defaults(run=run_train, announce="loading Keras and TensorFlow...")
+
+
+def run_train(args):
+    from mnet_tools.train import train
+
+    parts = TRAIN_DATA[args.task]
+    for option in ("train", "val"):
+        given = getattr(args, option)
+        if len(given) != len(parts):
+            raise CommandError(f"--{option} for {args.task} takes {' '.join(parts)}; got {len(given)} path(s).")
+    try:
+        result = train(
+            args.task, args.train, args.val, args.out_dir, preset=args.preset, from_model=args.from_model,
+            load_weights=args.load_weights, head=args.head, num_classes=args.num_classes,
+            image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+            learning_rate=args.learning_rate, weight_decay=args.weight_decay, momentum=args.momentum,
+            warmup_epochs=args.warmup_epochs, frozen_epochs=args.frozen_epochs,
+            mixed_precision=args.mixed_precision, augment=args.augment, seed=args.seed, devices=args.devices,
+            deterministic=args.deterministic, stop_after_epochs=args.stop_after, verbose=2 if args.quiet else 1,
+        )  # fmt: skip
+    except (ValueError, TypeError) as error:
+        raise CommandError(str(error)) from None
+    best = result["best"]
+    best_text = (
+        "no finite validation score yet"
+        if best is None
+        else (f"best {best['metric']} {best['score']:.4f} at epoch {best['epoch']}")
+    )
+    print(f"{result['out_dir']}: {result['epochs_done']}/{args.epochs} epochs, {best_text}")
+    return 0
+
+
+# --------------------------------------------------------------------------
+COMMANDS = (add_list, add_summary, add_convert, add_demo, add_bench, add_export, add_train)
 
 
 def build_parser():

@@ -1,0 +1,223 @@
+"""The training and validation data of `train`, checked whole before the first step.
+
+- classification: a folder with one subfolder per class (the subfolder's
+  name is the class name; classes in sorted order); validation's subfolders
+  must be classes of the training set;
+- detection: a COCO JSON file and its image folder (`heads.datasets.read_coco`);
+- segmentation: an image folder and a mask folder paired by file name
+  (`heads.datasets.load_segmentation`).
+
+Every file is looked at first (`heads.datasets.inspect_image`), so an
+unreadable image is an error naming it before any training, not a crash in
+epoch 7. Each epoch's dataset is built from the run seed and the epoch
+number alone, so epoch `e` sees the same order and augmentation whether the
+run went straight through or was resumed at `e` (see `EpochData.train_dataset`).
+"""
+
+import math
+import os
+
+import tensorflow as tf
+
+from heads.datasets._random import split, with_seeds
+from heads.datasets.coco import coco_dataset, read_coco
+from heads.datasets.images import image_tensor, inspect_image
+from heads.datasets.segmentation import (
+    IMAGE_EXTENSIONS,
+    check_pairs,
+    load_segmentation,
+    read_mask,
+    segmentation_pairs,
+)
+
+# Scale jitter of the detection set: zoom out to half size (padded) or in by a quarter (cropped).
+DETECTION_SCALE_RANGE = (0.5, 1.25)
+SEGMENTATION_SCALE_RANGE = (0.5, 2.0)
+# Random-resized-crop area range of the classification augmentation (Inception's 0.08 is for ImageNet-length runs).
+CROP_AREA_RANGE = (0.25, 1.0)
+
+
+def epoch_seed(seed, epoch):
+    """The data seed of one epoch: a function of the run seed and the epoch number only."""
+    return (seed % 2**31) * 10_007 + epoch + 1
+
+
+def _check_folder(path, option):
+    if not os.path.isdir(path):
+        what = "is a file" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(f"{option} folder {path!r} {what}.")
+
+
+def scan_class_folder(folder, option, class_names=None):
+    """`(class_names, paths, labels)` of a folder with one subfolder of images per class.
+
+    With `class_names` (the training set's), every subfolder must be one of them.
+    Raises ValueError for an empty set or a class without images, OSError for an unreadable image, naming it.
+    """
+    _check_folder(folder, option)
+    found = sorted(name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)))
+    if not found:
+        raise ValueError(f"{option} folder {folder!r} has no class subfolders; put each class's images in its own.")
+    if class_names is None:
+        class_names = found
+    else:
+        unknown = [name for name in found if name not in class_names]
+        if unknown:
+            raise ValueError(
+                f"{option} folder {folder!r} has classes the training set lacks: {', '.join(unknown)} "
+                f"(training classes: {', '.join(class_names)})."
+            )
+    paths, labels = [], []
+    for name in found:
+        subfolder = os.path.join(folder, name)
+        images = sorted(
+            os.path.join(subfolder, file)
+            for file in os.listdir(subfolder)
+            if os.path.splitext(file)[1].lower() in IMAGE_EXTENSIONS
+        )
+        if not images:
+            raise ValueError(
+                f"Class folder {subfolder!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "remove it or add its images."
+            )
+        for path in images:
+            inspect_image(path)  # raises naming the file
+        paths += images
+        labels += [class_names.index(name)] * len(images)
+    return list(class_names), paths, labels
+
+
+def _random_resized_crop(image, seed, size):
+    shape = tf.shape(image)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        tf.zeros((1, 0, 4)),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=CROP_AREA_RANGE,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.image.resize(tf.slice(image, begin, crop_size), (size, size))
+
+
+def photometric_distortion(image, seed):
+    """torchvision's `RandomPhotometricDistort` (SSD's): brightness, contrast, saturation, hue, each with p=0.5.
+
+    `image` is float 0..255; stateless, so one seed gives one result.
+    """
+    seeds = split(seed, 8)
+    pixels = image / 255.0
+
+    def maybe(index, pixels, adjust):
+        apply = tf.random.stateless_uniform((), seeds[index]) < 0.5
+        return tf.cond(apply, lambda: adjust(pixels), lambda: pixels)
+
+    pixels = maybe(0, pixels, lambda x: x * tf.random.stateless_uniform((), seeds[1], 0.875, 1.125))
+    pixels = maybe(
+        2, pixels, lambda x: tf.image.adjust_contrast(x, tf.random.stateless_uniform((), seeds[3], 0.5, 1.5))
+    )
+    pixels = maybe(
+        4, pixels, lambda x: tf.image.adjust_saturation(x, tf.random.stateless_uniform((), seeds[5], 0.5, 1.5))
+    )
+    pixels = maybe(6, pixels, lambda x: tf.image.adjust_hue(x, tf.random.stateless_uniform((), seeds[7], -0.05, 0.05)))
+    return tf.clip_by_value(pixels, 0.0, 1.0) * 255.0
+
+
+class EpochData:
+    """One task's checked training and validation data; `train_dataset(epoch)` gives that epoch's batches.
+
+    Attributes: `num_examples`, `steps_per_epoch`, `class_names` (None for
+    segmentation), `num_classes` (None for segmentation: it comes from
+    `--num-classes` or the model).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.task = config.task
+        size = config.image_size
+        self.size = size
+        if self.task == "classification":
+            self.class_names, self.paths, self.labels = scan_class_folder(config.train_data[0], "--train")
+            _, self.val_paths, self.val_labels = scan_class_folder(config.val_data[0], "--val", self.class_names)
+            self.num_examples = len(self.paths)
+        elif self.task == "detection":
+            annotations, image_dir = config.train_data
+            self.records, categories = read_coco(annotations, image_dir)
+            if not self.records:
+                raise ValueError(f"--train annotations {annotations!r} list no images.")
+            self.class_names = [str(category.get("name", category["id"])) for category in categories]
+            val_records, val_categories = read_coco(*config.val_data)
+            if not val_records:
+                raise ValueError(f"--val annotations {config.val_data[0]!r} list no images.")
+            val_names = [str(category.get("name", category["id"])) for category in val_categories]
+            if val_names != self.class_names:
+                raise ValueError(
+                    f"--val annotations {config.val_data[0]!r} list the categories {val_names}, the training "
+                    f"annotations {annotations!r} {self.class_names}: labels go by position, so they must agree."
+                )
+            self.num_examples = len(self.records)
+        else:
+            self.class_names = None
+            image_paths, mask_paths = segmentation_pairs(*config.train_data)
+            check_pairs(image_paths, mask_paths)
+            self.num_examples = len(image_paths)
+            check_pairs(*segmentation_pairs(*config.val_data))
+        self.num_classes = None if self.class_names is None else len(self.class_names)
+        self.steps_per_epoch = math.ceil(self.num_examples / config.batch_size)
+
+    def check_masks(self, num_classes):
+        """Segmentation: every training and validation mask value is below `num_classes` or 255 (checked once)."""
+        for image_dir, mask_dir in (self.config.train_data, self.config.val_data):
+            _, mask_paths = segmentation_pairs(image_dir, mask_dir)
+            for path in mask_paths:
+                read_mask(path, num_classes)
+
+    def train_dataset(self, epoch):
+        """Epoch `epoch`'s shuffled, augmented batches; the same for the same seed and epoch in any process."""
+        seed = epoch_seed(self.config.seed, epoch)
+        config, size = self.config, self.size
+        if self.task == "detection":
+            dataset = coco_dataset(
+                self.records, (size, size), config.batch_size, shuffle=True, augment=config.augment,
+                scale_range=DETECTION_SCALE_RANGE, seed=seed,
+            )  # fmt: skip
+            if config.augment:
+                dataset = with_seeds(dataset.unbatch(), seed + 1).map(
+                    lambda element, element_seed: (photometric_distortion(element[0], element_seed), element[1]),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                )
+                dataset = dataset.batch(config.batch_size)
+                # unbatch() forgets the length; Keras's progress bar and epoch end need it.
+                dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
+                dataset = dataset.prefetch(tf.data.AUTOTUNE)
+            return dataset
+        if self.task == "segmentation":
+            return load_segmentation(
+                *config.train_data, size, config.batch_size, shuffle=True, augment=config.augment,
+                scale_range=SEGMENTATION_SCALE_RANGE, seed=seed,
+            )  # fmt: skip
+        dataset = tf.data.Dataset.from_tensor_slices((self.paths, self.labels))
+        dataset = dataset.shuffle(len(self.paths), seed=seed)
+        augment = config.augment
+
+        def load(element, element_seed):
+            path, label = element
+            image = tf.cast(image_tensor(path), "float32")
+            if augment:
+                crop_seed, flip_seed = split(element_seed, 2)
+                image = _random_resized_crop(image, crop_seed, size)
+                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            else:
+                image = tf.image.resize(image, (size, size))
+            return tf.ensure_shape(image, (size, size, 3)), label
+
+        dataset = with_seeds(dataset, seed).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def val_images(self):
+        """Classification: the validation images, resized, unshuffled (labels in `val_labels`)."""
+        size = self.size
+        dataset = tf.data.Dataset.from_tensor_slices(self.val_paths)
+        dataset = dataset.map(lambda path: tf.image.resize(tf.cast(image_tensor(path), "float32"), (size, size)))
+        return dataset.batch(self.config.batch_size)

@@ -1,0 +1,321 @@
+"""`mnet-backbones train`: end to end per task, resume, refusals, the optimizer and its schedule.
+
+Small on purpose: a handful of 32-64 px images, one or two epochs, MobileNetV1 0.25 with random weights.
+"""
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnet_tools import cli
+from mnet_tools.train import config as train_config
+from mnet_tools.train import train
+from mnet_tools.train.optim import WarmupCosine, make_optimizer
+
+PRESET = "mobilenetv1_025"
+CLASSES = ("cat", "dog", "fox")
+on_tensorflow = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's deterministic ops")
+
+
+def write_class_folder(root, classes=CLASSES, per_class=4, seed=0):
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)
+            pixels[..., index % 3] = 255  # a class's colour, so there is something to learn
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    return {
+        "train": write_class_folder(root / "train", per_class=4, seed=0),
+        "val": write_class_folder(root / "val", per_class=2, seed=1),
+        "root": root,
+    }
+
+
+def classification_command(folders, out_dir, *extra):
+    return [
+        "train", "classification", "--train", folders["train"], "--val", folders["val"], "--out-dir", str(out_dir),
+        "--preset", PRESET, "--no-weights", "--image-size", "32", "--epochs", "2", "--batch-size", "4",
+        "--warmup-epochs", "0.5", "--frozen-epochs", "1", "--learning-rate", "0.01", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def folder_digest(folder):
+    """Every file's path and content hash, to show a refused run changed nothing."""
+    digest = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as file:
+                digest[os.path.relpath(path, folder)] = hashlib.sha256(file.read()).hexdigest()
+    return digest
+
+
+def model_arrays(run_folder):
+    with np.load(os.path.join(run_folder, "last", "state.npz")) as state:
+        return {key: state[key] for key in state if key.startswith("model/")}
+
+
+def tensorboard_tags(run_folder):
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    folder = os.path.join(run_folder, "tensorboard")
+    for name in os.listdir(folder):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = event_pb2.Event.FromString(record.numpy())
+            tags.update((value.tag, event.step) for value in event.summary.value)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def deterministic_ops():
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    from tensorflow.python.framework import config as tf_config
+
+    yield
+    tf_config.disable_op_determinism()  # not in the public API; the rest of a test session runs as usual
+
+
+@pytest.fixture(scope="module")
+def straight_run(folders, deterministic_ops, tmp_path_factory):
+    """Two epochs in one go (the first with the backbone frozen), through the CLI."""
+    out_dir = tmp_path_factory.mktemp("runs") / "straight"
+    assert cli.main(classification_command(folders, out_dir)) == 0
+    return out_dir
+
+
+# --------------------------------------------------------------------------
+# The CLI without Keras.
+def test_help_does_not_import_keras():
+    code = (
+        "import sys, contextlib, io\n"
+        "from mnet_tools import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try: cli.main(['train', '--help'])\n"
+        "    except SystemExit: pass\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)\n"
+        "assert '--frozen-epochs' in out.getvalue()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_constants_agree_with_the_configuration():
+    assert cli.TRAIN_DATA == train_config.DATA_PARTS
+    heads = {head for task, names in train_config.HEADS.items() if task != "classification" for head in names}
+    assert set(cli.TRAIN_HEADS) == heads
+
+
+# --------------------------------------------------------------------------
+# The schedule and the optimizer.
+def test_warmup_cosine_values_by_hand():
+    schedule = WarmupCosine(peak=0.1, warmup_steps=10, total_steps=110)
+    expected = {
+        0: 0.1 * 1 / 10,
+        4: 0.1 * 5 / 10,
+        9: 0.1,
+        10: 0.1,  # the cosine starts at its peak
+        35: 0.05 * (1 + math.cos(math.pi * 25 / 100)),
+        60: 0.05,
+        110: 0.0,
+        500: 0.0,
+    }
+    for step, value in expected.items():
+        assert float(schedule(step)) == pytest.approx(value, abs=1e-7), step
+    no_warmup = WarmupCosine(peak=0.2, warmup_steps=0, total_steps=4)
+    assert [float(no_warmup(s)) for s in range(5)] == pytest.approx([0.2, 0.170710678, 0.1, 0.029289322, 0.0])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_skips_batchnorm_and_biases(folders, optimizer):
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    model = MobileNetImageClassifier.from_preset(PRESET, num_classes=3, load_weights=False)
+    config = train_config.TrainConfig(
+        task="classification", train_data=(folders["train"],), val_data=(folders["val"],), preset=PRESET,
+        epochs=2, optimizer=optimizer, learning_rate=0.5, weight_decay=0.1, warmup_epochs=0.0,
+    )  # fmt: skip
+    opt = make_optimizer(config, model, steps_per_epoch=10)
+    variables = model.trainable_variables
+    kinds = {"kernel": [], "bn": [], "bias": []}
+    for variable in variables:
+        if len(variable.shape) >= 2:
+            kinds["kernel"].append(variable)
+        elif variable.name in ("gamma", "beta"):
+            kinds["bn"].append(variable)
+        elif variable.name == "bias":
+            kinds["bias"].append(variable)
+    assert all(kinds.values()), {key: len(value) for key, value in kinds.items()}
+    before = [keras.ops.convert_to_numpy(v) for v in variables]
+    # Zero gradients: the only change is the decoupled decay, lr * wd = 0.05 of each decayed weight.
+    opt.apply_gradients([(keras.ops.zeros(v.shape), v) for v in variables])
+    for variable, old in zip(variables, before):
+        new = keras.ops.convert_to_numpy(variable)
+        if len(variable.shape) >= 2:
+            np.testing.assert_allclose(new, old * (1 - 0.5 * 0.1), rtol=1e-5, err_msg=variable.path)
+        else:
+            np.testing.assert_array_equal(new, old, err_msg=variable.path)
+
+
+# --------------------------------------------------------------------------
+# End to end, resume.
+@on_tensorflow
+def test_classification_writes_its_run_folder(straight_run):
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    names = set(os.listdir(straight_run))
+    assert {"config.json", "last", "best.keras", "best_preset", "metrics.csv", "tensorboard"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no temporaries left
+    lines = open(os.path.join(straight_run, "metrics.csv")).read().splitlines()
+    header = lines[0].split(",")
+    assert {"epoch", "loss", "learning_rate", "top1", "top5"} <= set(header) and len(lines) == 3
+    assert [row.split(",")[0] for row in lines[1:]] == ["1", "2"]
+    assert {("top1", 1), ("top5", 1), ("top1", 2), ("loss", 2)} <= tensorboard_tags(straight_run)
+    saved = keras.models.load_model(os.path.join(straight_run, "best.keras"), compile=False)
+    preset = MobileNetImageClassifier.from_preset(os.path.join(straight_run, "best_preset"))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert preset.num_classes == 3
+    np.testing.assert_allclose(preset.predict(images, verbose=0), saved.predict(images, verbose=0), atol=1e-5)
+
+
+@on_tensorflow
+def test_resume_gives_the_uninterrupted_weights(folders, straight_run, tmp_path):
+    out_dir = tmp_path / "resumed"
+    # Stopped after epoch 1 (the frozen one): as a kill after that epoch's checkpoint.
+    assert cli.main(classification_command(folders, out_dir, "--stop-after", "1")) == 0
+    assert len(open(out_dir / "metrics.csv").read().splitlines()) == 2
+    # A frozen backbone's BatchNorm runs in inference mode: its statistics stay at their initial 0.
+    means = batchnorm_means(out_dir)
+    assert means and not any(np.any(mean) for mean in means)
+    assert all(np.any(mean) for mean in batchnorm_means(straight_run))  # and move once it trains
+    # A kill in the middle of writing the next checkpoint leaves a partial temporary behind.
+    os.makedirs(out_dir / ".last.partial-dead")
+    assert cli.main(classification_command(folders, out_dir)) == 0
+    assert not (out_dir / ".last.partial-dead").exists()
+    straight, resumed = model_arrays(straight_run), model_arrays(out_dir)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], atol=1e-6, rtol=0, err_msg=key)
+    assert rows_without_times(out_dir) == rows_without_times(straight_run)
+
+
+def rows_without_times(run_folder):
+    lines = open(os.path.join(run_folder, "metrics.csv")).read().splitlines()
+    column = lines[0].split(",").index("seconds")
+    return [[cell for i, cell in enumerate(line.split(",")) if i != column] for line in lines]
+
+
+def batchnorm_means(run_folder):
+    with np.load(os.path.join(run_folder, "last", "state.npz")) as state:
+        return [state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"]) if "moving_mean" in path]
+
+
+@on_tensorflow
+def test_other_configuration_is_refused_and_nothing_changes(folders, straight_run, capsys):
+    before = folder_digest(straight_run)
+    command = classification_command(folders, straight_run)
+    command[command.index("--learning-rate") + 1] = "0.02"
+    assert cli.main(command + ["--seed", "3"]) == 2
+    error = capsys.readouterr().err
+    assert "--learning-rate: 0.01 in the folder, 0.02 now" in error and "--seed: 0 in the folder, 3 now" in error
+    assert folder_digest(straight_run) == before
+
+
+def test_folder_that_is_not_a_run_is_refused(folders, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(classification_command(folders, tmp_path)) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------
+# Bad data: named, and nothing written.
+def test_empty_dataset_is_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no class subfolders") as caught:
+        train("classification", [empty], [empty], tmp_path / "run", preset=PRESET, epochs=2)
+    assert str(empty) in str(caught.value)
+    (empty / "cat").mkdir()
+    with pytest.raises(ValueError, match="has no images") as caught:
+        train("classification", [empty], [empty], tmp_path / "run", preset=PRESET, epochs=2)
+    assert str(empty / "cat") in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_image_is_named(tmp_path, capsys):
+    data = write_class_folder(tmp_path / "data", per_class=1)
+    bad = tmp_path / "data" / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    command = ["train", "classification", "--train", data, "--val", data, "--out-dir", str(tmp_path / "run"),
+               "--preset", PRESET, "--no-weights", "--epochs", "2"]  # fmt: skip
+    assert cli.main(command) != 0
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@on_tensorflow
+def test_from_model_with_other_classes_is_refused(straight_run, tmp_path):
+    data = write_class_folder(tmp_path / "two", classes=("ant", "bee"), per_class=1)
+    with pytest.raises(ValueError, match=r"has 3 classes; the data has 2 \(ant, bee\)"):
+        train("classification", [data], [data], tmp_path / "run", from_model=straight_run / "best.keras",
+              image_size=32, epochs=2, verbose=0)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------
+# Detection and segmentation, one epoch each through the CLI.
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    from heads.datasets import make_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    return make_shapes(str(root / "train"), 8, 64, seed=0), make_shapes(str(root / "val"), 4, 64, seed=1)
+
+
+COMMON = ["--preset", PRESET, "--no-weights", "--image-size", "64", "--epochs", "1", "--batch-size", "4",
+          "--warmup-epochs", "0.5", "--quiet"]  # fmt: skip
+
+
+def test_detection_end_to_end(shapes, tmp_path):
+    import heads
+
+    train_files, val_files = shapes
+    out_dir = tmp_path / "detection"
+    command = ["train", "detection", "--train", train_files["annotations"], train_files["images"], "--val",
+               val_files["annotations"], val_files["images"], "--out-dir", str(out_dir), "--head", "ssdlite"]  # fmt: skip
+    assert cli.main(command + COMMON) == 0
+    header = open(out_dir / "metrics.csv").read().splitlines()[0].split(",")
+    assert {"AP", "AP50", "loss"} <= set(header)
+    detector = heads.SSDLiteObjectDetector.from_preset(str(out_dir / "best_preset"))
+    assert detector.num_classes == 3
+
+
+def test_segmentation_end_to_end(shapes, tmp_path):
+    import keras_hub
+
+    train_files, val_files = shapes
+    out_dir = tmp_path / "segmentation"
+    command = ["train", "segmentation", "--train", train_files["images"], train_files["masks"], "--val",
+               val_files["images"], val_files["masks"], "--num-classes", "4", "--out-dir", str(out_dir)]  # fmt: skip
+    assert cli.main(command + COMMON) == 0
+    header = open(out_dir / "metrics.csv").read().splitlines()[0].split(",")
+    assert {"mIoU", "pixel_accuracy", "loss"} <= set(header)
+    segmenter = keras_hub.models.ImageSegmenter.from_preset(str(out_dir / "best_preset"))
+    assert segmenter.num_classes == 4
