@@ -2,8 +2,8 @@
 
 `import mnet_backbones` registers the built-in presets with keras-hub, so that
 `keras_hub.models.Backbone.from_preset("mobilenetv4_conv_small")` works, and
-routes timm MobileNet snapshots given to keras-hub's generic `from_preset` to
-our converter (keras-hub's own would fail on V4 and build its own model for V3).
+routes timm MobileNet snapshots and torchvision classifier checkpoints given to
+keras-hub's generic `from_preset` to our converters (keras-hub's own would fail on V4 and build its own model for V3).
 
 Modules, each importing only those listed before it:
 - `constants`, `validation`, `architectures` (the family as data),
@@ -29,6 +29,7 @@ from mnet_backbones.classifier import (
     MobileNetImageConverter,
 )
 from mnet_backbones.convert import timm as _timm
+from mnet_backbones.convert import torchvision as _torchvision
 from mnet_backbones.predecessor_api import (
     MobileNetV1,
     MobileNetV2,
@@ -48,3 +49,4 @@ register_presets(MobileNetBackbone)
 # keras-hub's generic entry points (`keras_hub.models.Backbone.from_preset`,
 # `ImageClassifier.from_preset`) give our models for the checkpoints we convert.
 keras_hub_internals.route_presets(_timm.is_mobilenet_snapshot, MobileNetBackbone, MobileNetImageClassifier)
+keras_hub_internals.route_presets(_torchvision.is_classifier_checkpoint, MobileNetBackbone, MobileNetImageClassifier)

@@ -51,10 +51,10 @@ def load_task_preset(task_cls, preset, load_weights=True, **kwargs):
 class _DelegatingLoader(PresetLoader):
     """A keras-hub preset loader that hands the whole load to our classes' `from_preset`."""
 
-    def __init__(self, preset, backbone_cls, classifier_cls):
+    def __init__(self, preset, backbone_cls, task_cls):
         super().__init__(preset, {})
         self.backbone_cls = backbone_cls
-        self.classifier_cls = classifier_cls
+        self.task_cls = task_cls
 
     def check_backbone_class(self):
         return self.backbone_cls
@@ -63,18 +63,24 @@ class _DelegatingLoader(PresetLoader):
         return self.backbone_cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
 
     def load_task(self, cls, load_weights, load_task_weights, **kwargs):
-        if not issubclass(cls, self.classifier_cls):
+        if not issubclass(self.task_cls, cls):
             raise ValueError(
-                f"{self.preset!r} holds an image classifier checkpoint; {cls.__name__} cannot load it. "
-                f"Use {self.classifier_cls.__name__}.from_preset() or {self.backbone_cls.__name__}.from_preset()."
+                f"{self.preset!r} holds a {self.task_cls.__name__} checkpoint; {cls.__name__} cannot load it. "
+                f"Use {self.task_cls.__name__}.from_preset() or {self.backbone_cls.__name__}.from_preset()."
             )
-        return cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
+        return self.task_cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
+
+    def _preprocessor(self):
+        task = self.task_cls.from_preset(self.preset, load_weights=False)
+        if getattr(task, "preprocessor", None) is None:
+            raise ValueError(f"{self.preset!r} ({self.task_cls.__name__}) has no preprocessor to load.")
+        return task.preprocessor
 
     def load_image_converter(self, cls, **kwargs):
-        return self.load_task(self.classifier_cls, False, False).preprocessor.image_converter
+        return self._preprocessor().image_converter
 
     def load_preprocessor(self, cls, config_file=None, **kwargs):
-        return self.load_task(self.classifier_cls, False, False).preprocessor
+        return self._preprocessor()
 
 
 _routes = []
@@ -84,22 +90,24 @@ def _routed_get_preset_loader(preset):
     if isinstance(preset, str) and os.path.isdir(preset):
         # keras-hub's own reader gives a bare JSONDecodeError; the weights are checked when loaded.
         files.check_preset_folder(preset, weights=False)
-    for claims, backbone_cls, classifier_cls in _routes:
+    for claims, backbone_cls, task_cls in _routes:
         if claims(preset):
-            return _DelegatingLoader(preset, backbone_cls, classifier_cls)
+            return _DelegatingLoader(preset, backbone_cls, task_cls)
     return get_preset_loader(preset)
 
 
-def route_presets(claims, backbone_cls, classifier_cls):
+def route_presets(claims, backbone_cls, task_cls):
     """Send every preset for which `claims(preset)` is true to our classes.
 
     After this, keras-hub's generic `Backbone.from_preset(preset)` returns
-    `backbone_cls.from_preset(preset)`, and `ImageClassifier.from_preset`
-    (or `Task.from_preset` of any task class finding `backbone_cls`) returns
-    `classifier_cls.from_preset(preset)`. Presets not claimed go to keras-hub's
-    own loader unchanged.
+    `backbone_cls.from_preset(preset)`, and the generic task entry point that
+    finds `task_cls` (`ImageClassifier.from_preset` for a classifier,
+    `ObjectDetector.from_preset` for a detector deriving from a base
+    registered for `backbone_cls`) returns `task_cls.from_preset(preset)`.
+    Presets not claimed go to keras-hub's own loader unchanged. The heads
+    route the torchvision detection and segmentation checkpoints they convert.
     """
-    route = (claims, backbone_cls, classifier_cls)
+    route = (claims, backbone_cls, task_cls)
     if route not in _routes:
         _routes.append(route)
     for module in _CALLERS:

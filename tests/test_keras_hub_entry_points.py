@@ -140,3 +140,14 @@ def test_only_the_bases_answer_keras_hubs_lookup_by_backbone_class():
             if isinstance(c, type) and issubclass(c, task) and c.backbone_cls is mnet_backbones.MobileNetBackbone
         }
         assert answering == {base}
+
+
+@requires_parity_fixtures()
+def test_generic_entry_points_take_a_torchvision_classifier_checkpoint():
+    folder = os.path.join(PARITY_DIR, "torchvision", "mobilenet_v3_small")
+    classifier = keras_hub.models.ImageClassifier.from_preset(folder)
+    assert isinstance(classifier, mnet_backbones.MobileNetImageClassifier)
+    reference = np.load(os.path.join(folder, "reference.npz"))
+    logits = classifier.predict(reference["image_0"][None], verbose=0)
+    assert relative_error(logits, reference["logits_0"]) < TOLERANCE
+    assert isinstance(keras_hub.models.Backbone.from_preset(folder), mnet_backbones.MobileNetBackbone)

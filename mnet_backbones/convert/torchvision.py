@@ -259,6 +259,24 @@ def is_torchvision_folder(path):
     return isinstance(config, dict) and "builder" in config and "registered_name" not in config
 
 
+def is_classifier_checkpoint(preset):
+    """Whether `preset` is a torchvision ImageNet-classifier checkpoint we convert, without reading weights.
+
+    A `.pth` file named after a classifier builder (`mobilenet_v3_large-5c1a4163.pth`),
+    or a folder whose `config.json` names one.
+    """
+    if not isinstance(preset, (str, os.PathLike)):
+        return False
+    path = os.fspath(preset)
+    if os.path.isfile(path) and path.endswith(CHECKPOINT_SUFFIXES):
+        name = os.path.basename(path)
+        return any(re.match(rf"{builder}(?![a-z0-9])", name) for builder in BUILDERS)
+    if os.path.isdir(path) and is_torchvision_folder(path):
+        with open(os.path.join(path, CONFIG_FILE), encoding="utf-8") as f:
+            return json.load(f).get("builder") in BUILDERS
+    return False
+
+
 def resolve_checkpoint(preset):
     """`(config, .pth path)` if `preset` is a torchvision checkpoint, else None.
 
