@@ -288,6 +288,30 @@ def load_segmenter(cls, preset, load_weights=True, progress=None, **kwargs):
     return segmenter
 
 
+def convert_to_preset(source, folder, progress=None):
+    """Converts a torchvision DeepLabV3 / LR-ASPP checkpoint into a keras-hub preset `folder`.
+
+    `source` is anything `load_torchvision_segmenter` takes (a built-in
+    name is downloaded once). The preset loads offline with
+    `from_preset(folder)` (ours or keras-hub's `ImageSegmenter`), at any
+    image size, class names included. `progress`, if given, is called with
+    a short message before each step. Returns the segmenter.
+
+    Example:
+    ```python
+    convert_to_preset("lraspp_mobilenetv3_large_voc", "lraspp_voc")
+    segmenter = keras_hub.models.ImageSegmenter.from_preset("lraspp_voc")
+    ```
+    """
+    if progress:
+        progress(f"reading {os.fspath(source)}")
+    segmenter = load_torchvision_segmenter(source, progress=progress)
+    if progress:
+        progress(f"writing {type(segmenter).__name__} to {os.fspath(folder)}")
+    segmenter.save_to_preset(os.fspath(folder))
+    return segmenter
+
+
 def load_torchvision_weights(segmenter, state_dict, source_name="checkpoint"):
     """Fills `segmenter` from a torchvision state_dict `{key: array}`: every tensor, or none.
 
@@ -327,6 +351,7 @@ __all__ = [
     "batch_norm_slots",
     "conv_bn_slots",
     "conv_slots",
+    "convert_to_preset",
     "infer_builder",
     "is_segmentation_source",
     "is_torchvision_source",

@@ -183,6 +183,19 @@ def test_sources_a_bare_pth_and_the_generic_loader(tmp_path, lraspp, references)
         heads.LRASPPSegmenter.from_preset(str(tmp_path / "no_such.pth"))
 
 
+@requires_torch
+def test_convert_to_preset_writes_a_folder_keras_hub_loads(tmp_path, references):
+    messages = []
+    out = tmp_path / "converted"
+    out.mkdir()  # the CLI converts into an empty staging folder
+    torchvision_segmentation.convert_to_preset(DEEPLAB, out, progress=messages.append)
+    assert len(messages) == 2 and DEEPLAB in messages[0]
+    loaded = keras_hub.models.ImageSegmenter.from_preset(str(out))
+    assert type(loaded) is heads.DeepLabV3Segmenter and loaded.aux_head and loaded.image_size is None
+    image = references["deeplab"]["image_1"][None].astype("float32")
+    assert relative_error(to_numpy(loaded(image)), references["deeplab"]["out_1"]) < TOLERANCE
+
+
 # --- Built-in names ---
 
 
