@@ -15,13 +15,16 @@ COCO_METRIC_NAMES = (
 )  # fmt: skip
 
 
-def detections_to_coco(detections, records, categories, image_size, bounding_box_format="xyxy"):
+def detections_to_coco(detections, records, categories, image_size, bounding_box_format="xyxy", category_ids=None):
     """Batched detector outputs to COCO result dicts in original image pixels.
 
     `detections` holds `boxes` (N, D, 4) in `bounding_box_format` pixels of
     the resized `image_size` inputs, `confidence`, `labels` and
-    `num_detections`, for the `records` (from `read_coco`) in order. A label
-    with no category (not in `0..len(categories) - 1`) is a ValueError.
+    `num_detections`, for the `records` (from `read_coco`) in order. Labels
+    map to the file's categories by position, or through `category_ids`
+    (label -> category id, None for a label the file has no category for,
+    whose detections are left out). A label with no category by position
+    (not in `0..len(categories) - 1`) is a ValueError.
 
     Example:
     ```python
@@ -44,6 +47,20 @@ def detections_to_coco(detections, records, categories, image_size, bounding_box
         scale = np.array([record["width"] / width, record["height"] / height] * 2, "float32")
         count = int(detections["num_detections"][i])
         labels = np.asarray(detections["labels"][i][:count]).astype("int64")
+        if category_ids is not None:
+            for j in range(count):
+                category_id = category_ids[int(labels[j])] if 0 <= labels[j] < len(category_ids) else None
+                if category_id is not None:
+                    x0, y0, x1, y1 = (boxes[i, j] * scale).tolist()
+                    results.append(
+                        {
+                            "image_id": record["image_id"],
+                            "category_id": category_id,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0],
+                            "score": float(detections["confidence"][i, j]),
+                        }
+                    )
+            continue
         unknown = labels[(labels < 0) | (labels >= len(categories))]
         if unknown.size:
             raise ValueError(
@@ -159,14 +176,31 @@ def coco_metrics(annotation_file, results, sizes=None):
     return {name: float(value) for name, value in zip(COCO_METRIC_NAMES, evaluation.stats)}
 
 
+def _category_ids_by_name(detector, categories, annotation_file):
+    """label -> category id by class name, for a detector with `class_names`; None without."""
+    names = getattr(detector, "class_names", None)
+    if not names:
+        return None
+    by_name = {category["name"]: category["id"] for category in categories}
+    category_ids = [by_name.get(name) for name in names]
+    if not any(category_id is not None for category_id in category_ids):
+        raise ValueError(
+            f"None of the detector's class names {list(names)[:5]}... is a category of "
+            f"{os.fspath(annotation_file)!r} ({sorted(by_name)[:5]}...): its labels cannot be scored there."
+        )
+    return category_ids
+
+
 def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_results=False):
     """Runs `detector` over a COCO-format set and scores it with pycocotools.
 
     The set is read and checked as `load_coco` reads it (images as displayed,
     EXIF orientation applied; see `read_coco`), images are resized to the
     detector's `image_size`; predicted boxes go back to original image
-    pixels and labels back to the file's category ids (by position in its
-    `categories`) before scoring. Annotations may lack `iscrowd` (0) and
+    pixels and labels back to the file's category ids before scoring: by
+    name when the detector has `class_names` (torchvision's COCO detector
+    labels with its own 91 indices; its background and "N/A" slots have no
+    category), else by position in the file's `categories`. Annotations may lack `iscrowd` (0) and
     `area` (their mask's or box's). A detector with more classes than the
     file has categories is a ValueError: its extra labels have no category.
 
@@ -182,7 +216,8 @@ def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_res
     batch_size = check_positive_int("batch_size", batch_size)
     records, categories = read_coco(annotation_file, image_dir)
     num_classes = getattr(detector, "num_classes", None)
-    if num_classes is not None and num_classes > len(categories):
+    category_ids = _category_ids_by_name(detector, categories, annotation_file)
+    if category_ids is None and num_classes is not None and num_classes > len(categories):
         raise ValueError(
             f"The detector has {num_classes} classes but {os.fspath(annotation_file)!r} lists "
             f"{len(categories)} categories: labels map to the file's categories by position, so labels "
@@ -196,7 +231,12 @@ def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_res
     dataset = coco_dataset(records, size, batch_size).map(lambda images, targets: images)
     detections = detector.predict(dataset, verbose=0)
     results = detections_to_coco(
-        detections, records, categories, image_size, bounding_box_format=detector.bounding_box_format
+        detections,
+        records,
+        categories,
+        image_size,
+        bounding_box_format=detector.bounding_box_format,
+        category_ids=category_ids,
     )
     sizes = {record["image_id"]: (record["height"], record["width"]) for record in records}
     metrics = coco_metrics(annotation_file, results, sizes)

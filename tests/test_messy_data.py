@@ -518,3 +518,35 @@ def test_image_modes_without_an_rgb_meaning_are_refused(tmp_path):
     Image.fromarray(np.zeros((4, 4), "float32"), mode="F").save(path)
     with pytest.raises(ValueError, match=r"float\.tif.*mode 'F'"):
         read_image(path)
+
+
+class _NamedDetector:
+    """A detector stand-in labelling with its own indices and names, as torchvision's COCO detector does."""
+
+    image_size = (64, 64)
+    bounding_box_format = "xyxy"
+    class_names = ["__background__", "square", "N/A", "circle"]
+    num_classes = 4
+
+    def predict(self, dataset, verbose=0):
+        count = sum(int(images.shape[0]) for images in dataset)
+        boxes = np.tile(np.array([[[0, 0, 32, 32], [8, 8, 40, 40], [0, 0, 16, 16]]], "float32"), (count, 1, 1))
+        return {
+            "boxes": boxes,
+            "confidence": np.tile(np.array([[0.9, 0.8, 0.7]], "float32"), (count, 1)),
+            "labels": np.tile(np.array([[1, 3, 2]]), (count, 1)),
+            "num_detections": np.full((count,), 3),
+        }
+
+
+def test_evaluate_coco_maps_a_named_detectors_labels_by_name(tmp_path):
+    """More classes than the file's categories is fine when the names say which is which."""
+    from heads.coco_eval import evaluate_coco
+    from heads.datasets import make_shapes
+
+    files = make_shapes(str(tmp_path / "shapes"), num_images=2, image_size=64)
+    with open(files["annotations"], encoding="utf-8") as f:
+        ids = {c["name"]: c["id"] for c in json.load(f)["categories"]}
+    _, results = evaluate_coco(_NamedDetector(), files["annotations"], files["images"], return_results=True)
+    assert [r["category_id"] for r in results] == [ids["square"], ids["circle"]] * 2  # "N/A" left out
+    assert [r["score"] for r in results[:2]] == pytest.approx([0.9, 0.8])
