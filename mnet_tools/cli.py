@@ -710,7 +710,7 @@ TRAIN_DATA = {
     "detection": ("ANNOTATIONS_JSON", "IMAGE_DIR"),
     "segmentation": ("IMAGE_DIR", "MASK_DIR"),
 }
-TRAIN_HEADS = ("ssdlite", "deeplabv3plus", "deeplabv3", "lraspp")
+TRAIN_HEADS = ("ssdlite", "ssdlite320", "deeplabv3plus", "deeplabv3", "lraspp")
 
 
 def non_negative_float(text):
@@ -754,7 +754,7 @@ def add_train(subcommands):
     parser.add_argument(
         "--head",
         choices=TRAIN_HEADS,
-        help="detection: ssdlite; segmentation: deeplabv3plus (default), deeplabv3, lraspp",
+        help="detection: ssdlite (default; P4/P5, focal loss) or ssdlite320 (the MobileNetV3 paper's and torchvision's, background class, hard negatives); segmentation: deeplabv3plus (default), deeplabv3, lraspp",
     )
     parser.add_argument("--num-classes", type=positive_int, help="segmentation: classes including background")
     parser.add_argument("--image-size", type=positive_int, default=224, help="side of the square inputs (default 224)")

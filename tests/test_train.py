@@ -319,3 +319,42 @@ def test_segmentation_end_to_end(shapes, tmp_path):
     assert {"mIoU", "pixel_accuracy", "loss"} <= set(header)
     segmenter = keras_hub.models.ImageSegmenter.from_preset(str(out_dir / "best_preset"))
     assert segmenter.num_classes == 4
+
+
+def test_paper_head_data_count_the_background_as_zero(shapes, tmp_path):
+    """ssdlite320 (a softmax with background 0): training labels are the file's 1..K, and validation maps them back."""
+    import json
+
+    from mnet_tools.train import _with_background_category
+    from mnet_tools.train.data import EpochData
+
+    train_files, val_files = shapes
+    config = train_config.TrainConfig(
+        task="detection", train_data=(train_files["annotations"], train_files["images"]),
+        val_data=(val_files["annotations"], val_files["images"]), preset=PRESET, head="ssdlite320",
+        image_size=64, epochs=2, batch_size=8, augment=False,
+    )  # fmt: skip
+    data = EpochData(config)
+    plain = next(iter(data.train_dataset(0)))[1]["labels"].numpy()
+    data.label_offset = 1
+    shifted = next(iter(data.train_dataset(0)))[1]["labels"].numpy()
+    assert (plain >= 0).any() and (plain == -1).any()
+    np.testing.assert_array_equal(shifted, np.where(plain >= 0, plain + 1, -1))
+    original = json.load(open(val_files["annotations"]))
+    with _with_background_category(val_files["annotations"], 1) as path:
+        categories = json.load(open(path))["categories"]
+    assert categories[1:] == original["categories"] and categories[0]["name"] == "__background__"
+    assert categories[0]["id"] not in [category["id"] for category in original["categories"]]
+    assert not os.path.exists(path)
+    with _with_background_category(val_files["annotations"], 0) as path:
+        assert path == val_files["annotations"]
+
+
+def test_warmup_cosine_docstring_example_runs():
+    import textwrap
+
+    block = textwrap.dedent(WarmupCosine.__doc__.split("```python\n")[1].split("```")[0])
+    namespace = {}
+    exec(block, namespace)
+    schedule = namespace["schedule"]
+    assert [float(schedule(step)) for step in (0, 9, 60)] == pytest.approx([0.01, 0.1, 0.05])

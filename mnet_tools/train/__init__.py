@@ -88,9 +88,11 @@ def build_model(config, data, num_classes):
             _resize_converter(model, size)
         have = getattr(model, "num_classes", None)
         names = "" if data.class_names is None else f" ({', '.join(data.class_names)})"
-        if have != num_classes:
+        background = int(isinstance(model, heads.SSDLite320ObjectDetector))
+        if have is not None and num_classes is not None and have != num_classes + background:
+            counted = f"{have - background} (and the background)" if background else f"{have}"
             raise ValueError(
-                f"--from {config.from_model!r} has {have} classes; the data has {num_classes}{names}. "
+                f"--from {config.from_model!r} has {counted} classes; the data has {num_classes}{names}. "
                 "Continue from a model trained on these classes, or start from --preset for a new head."
             )
         return model
@@ -100,7 +102,9 @@ def build_model(config, data, num_classes):
         _resize_converter(model, size)
         return model
     if config.task == "detection":
-        return heads.create_ssdlite(config.preset, num_classes=num_classes, image_size=size, head="pyramid", **weights)
+        if head == "ssdlite320":
+            return heads.create_ssdlite(config.preset, num_classes + 1, image_size=size, head="paper", **weights)
+        return heads.create_ssdlite(config.preset, num_classes, image_size=size, head="pyramid", **weights)
     create = {"deeplabv3plus": heads.create_deeplabv3plus, "deeplabv3": heads.create_deeplabv3,
               "lraspp": heads.create_lraspp}[head or "deeplabv3plus"]  # fmt: skip
     return create(config.preset, num_classes=num_classes, image_size=size, **weights)
@@ -123,10 +127,40 @@ def validate(model, data, num_classes):
             "top5": float(np.mean(np.any(ranked[:, :k] == labels[:, None], axis=-1))),
         }
     if config.task == "detection":
-        metrics = heads.evaluate_coco(model, *config.val_data, batch_size=config.batch_size)
+        annotations, image_dir = config.val_data
+        with _with_background_category(annotations, data.label_offset) as annotations:
+            metrics = heads.evaluate_coco(model, annotations, image_dir, batch_size=config.batch_size)
         return {"AP": float(metrics["AP"]), "AP50": float(metrics["AP50"])}
     metrics = heads.evaluate_segmentation(model, *config.val_data, num_classes, batch_size=config.batch_size)
     return {"mIoU": float(metrics["mIoU"]), "pixel_accuracy": float(metrics["pixel_accuracy"])}
+
+
+@contextlib.contextmanager
+def _with_background_category(annotations, label_offset):
+    """The validation file as `evaluate_coco` reads it for a detector whose label 0 is the background.
+
+    `evaluate_coco` maps label `j` to the file's `j`-th category; a copy with
+    a placeholder category first (never predicted, no annotations, so
+    pycocotools leaves it out of the mean) maps labels 1..K to the file's
+    categories in order.
+    """
+    if not label_offset:
+        yield annotations
+        return
+    import json
+    import tempfile
+
+    from mnet_backbones import files
+
+    coco = files.read_json(annotations)
+    ids = [category["id"] for category in coco.get("categories", [])]
+    placeholder = {"id": max(ids, default=0) + 1, "name": "__background__"}
+    coco["categories"] = [placeholder] + list(coco.get("categories", []))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, os.path.basename(annotations))
+        with open(path, "w") as file:
+            json.dump(coco, file)
+        yield path
 
 
 def _set_backbone_trainable(model, trainable):
@@ -195,7 +229,9 @@ def train(
             `.keras` file or preset folder of the task to continue from (its
             classes must be the data's).
         load_weights: False for a random backbone with `preset`.
-        head: detection "ssdlite"; segmentation "deeplabv3plus" (default),
+        head: detection "ssdlite" (default) or "ssdlite320" (the paper's
+            and torchvision's head, `heads.create_ssdlite(head="paper")`,
+            with a background class); segmentation "deeplabv3plus" (default),
             "deeplabv3" or "lraspp".
         num_classes: segmentation: classes including background (from
             `from_model` if not given).
@@ -295,6 +331,7 @@ def _device_scope(devices, batch_size):
 
 def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     """Builds, compiles and trains inside the device scope; returns `train`'s dict."""
+    import heads
     from mnet_tools.train import checkpoints
     from mnet_tools.train.optim import make_optimizer
 
@@ -302,6 +339,8 @@ def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     num_classes = config.num_classes or data.num_classes
     model = build_model(config, data, num_classes)
     num_classes = num_classes or model.num_classes
+    if isinstance(model, heads.SSDLite320ObjectDetector):
+        data.label_offset = 1
     if config.task == "segmentation":
         data.check_masks(num_classes)
     if sync_batch_norm:

@@ -17,7 +17,7 @@ CONFIG_FILE = "config.json"
 TASKS = ("classification", "detection", "segmentation")
 HEADS = {
     "classification": ("classifier",),
-    "detection": ("ssdlite",),
+    "detection": ("ssdlite", "ssdlite320"),
     "segmentation": ("deeplabv3plus", "deeplabv3", "lraspp"),
 }
 # What `train`/`val` hold per task, in order (the CLI's metavars).

@@ -134,6 +134,8 @@ class EpochData:
 
     def __init__(self, config):
         self.config = config
+        # 1 for a detector whose class 0 is the background (SSDLite320ObjectDetector); set by `train`.
+        self.label_offset = 0
         self.task = config.task
         size = config.image_size
         self.size = size
@@ -182,6 +184,14 @@ class EpochData:
                 self.records, (size, size), config.batch_size, shuffle=True, augment=config.augment,
                 scale_range=DETECTION_SCALE_RANGE, seed=seed,
             )  # fmt: skip
+            if self.label_offset:
+                # The paper head's classes count the background as 0: object labels are 1..K.
+                dataset = dataset.map(
+                    lambda images, targets: (
+                        images,
+                        {**targets, "labels": tf.where(targets["labels"] >= 0, targets["labels"] + 1, -1)},
+                    )
+                )
             if config.augment:
                 dataset = with_seeds(dataset.unbatch(), seed + 1).map(
                     lambda element, element_seed: (photometric_distortion(element[0], element_seed), element[1]),

@@ -24,8 +24,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
     ```python
-    schedule = WarmupCosine(peak=0.1, warmup_steps=10, total_steps=100)
-    float(schedule(0)), float(schedule(9)), float(schedule(55))  # 0.01, 0.1, 0.05
+    from mnet_tools.train.optim import WarmupCosine
+
+    schedule = WarmupCosine(peak=0.1, warmup_steps=10, total_steps=110)
+    float(schedule(0)), float(schedule(9)), float(schedule(60))  # 0.01, 0.1, 0.05
     ```
     """
 
