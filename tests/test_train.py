@@ -221,6 +221,43 @@ def rows_without_times(run_folder):
     return [[cell for i, cell in enumerate(line.split(",")) if i != column] for line in lines]
 
 
+@on_tensorflow
+def test_sigkill_mid_epoch_then_the_same_command_finishes_the_run(folders, straight_run, tmp_path):
+    """A real `kill -9` during epoch 2 (after epoch 1's checkpoint); the same command resumes to the same weights."""
+    import shutil
+    import signal
+    import time
+
+    out_dir = tmp_path / "killed"
+    command = classification_command(folders, out_dir, "--deterministic")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnet_tools", *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out_dir / "last" / "progress.json").exists():
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
+            time.sleep(0.05)
+        time.sleep(0.5)  # into epoch 2: tracing the unfrozen step, or its first batches
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert len(open(out_dir / "metrics.csv").read().splitlines()) == 2  # header and epoch 1: killed in epoch 2
+    assert cli.main(command) == 0
+    straight, resumed = model_arrays(straight_run), model_arrays(out_dir)
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], atol=1e-6, rtol=0, err_msg=key)
+    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
+    # Killed between the two renames of replacing last/: the previous checkpoint waits aside and is taken back.
+    aside = out_dir / ".last.old-dead"
+    aside.mkdir()
+    shutil.move(out_dir / "last", aside / "content")
+    assert cli.main(command) == 0
+    assert (out_dir / "last" / "state.npz").exists() and not aside.exists()
+    np.testing.assert_array_equal(model_arrays(out_dir)["model/00000"], straight["model/00000"])
+
+
 def batchnorm_means(run_folder):
     with np.load(os.path.join(run_folder, "last", "state.npz")) as state:
         return [state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"]) if "moving_mean" in path]
