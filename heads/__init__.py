@@ -48,7 +48,15 @@ from heads.label_encoder import SSDLiteLabelEncoder
 from heads.lraspp import LRASPPSegmenter, create_lraspp
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
 from heads.ssdlite_paper import SSDLite320ObjectDetector
-from heads.torchvision_segmentation import load_torchvision_segmenter
+from heads.tap_segmenter import TapSegmenter
+from heads.torchvision_segmentation import is_segmentation_source, load_torchvision_segmenter
+from heads.torchvision_ssdlite import is_torchvision_source as _is_torchvision_ssdlite
+from mnet_backbones import MobileNetBackbone, keras_hub_internals
+
+# keras-hub's generic ObjectDetector / ImageSegmenter.from_preset (and Backbone's)
+# take torchvision's SSDLite, DeepLabV3 and LR-ASPP checkpoints, through our converters.
+keras_hub_internals.route_presets(_is_torchvision_ssdlite, MobileNetBackbone, SSDLite320ObjectDetector)
+keras_hub_internals.route_presets(is_segmentation_source, MobileNetBackbone, TapSegmenter)
 
 # Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
 _LAZY = {

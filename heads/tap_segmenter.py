@@ -198,5 +198,7 @@ class TapSegmenter(PyramidImageSegmenter):
         ```
         """
         if torchvision_segmentation.is_torchvision_source(preset):
-            return torchvision_segmentation.load_segmenter(cls, preset, load_weights=load_weights, **kwargs)
+            # On the base class the checkpoint decides: DeepLabV3 or LR-ASPP.
+            task_cls = None if cls is TapSegmenter else cls
+            return torchvision_segmentation.load_segmenter(task_cls, preset, load_weights=load_weights, **kwargs)
         return load_task_preset(cls, preset, load_weights, **kwargs)

@@ -151,3 +151,20 @@ def test_generic_entry_points_take_a_torchvision_classifier_checkpoint():
     logits = classifier.predict(reference["image_0"][None], verbose=0)
     assert relative_error(logits, reference["logits_0"]) < TOLERANCE
     assert isinstance(keras_hub.models.Backbone.from_preset(folder), mnet_backbones.MobileNetBackbone)
+
+
+@requires_parity_fixtures()
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("ssdlite320_mobilenet_v3_large", "ObjectDetector"),
+        ("lraspp_mobilenet_v3_large", "ImageSegmenter"),
+    ],
+)
+def test_generic_task_entry_points_take_torchvision_head_checkpoints(name, task):
+    import heads
+
+    folder = os.path.join(PARITY_DIR, "torchvision", name)
+    model = getattr(keras_hub.models, task).from_preset(folder, load_weights=False)
+    expected = heads.SSDLite320ObjectDetector if task == "ObjectDetector" else heads.LRASPPSegmenter
+    assert type(model) is expected
