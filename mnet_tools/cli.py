@@ -322,9 +322,12 @@ def add_convert(subcommands):
         "convert",
         help="convert a checkpoint into a keras-hub preset folder",
         description=(
-            "Convert SOURCE (a timm snapshot folder with config.json and "
-            "model.safetensors, an hf://timm/<name>.<tag> handle, or a built-in "
-            "preset name) into a keras-hub preset folder OUT_DIR that "
+            "Convert SOURCE (a built-in preset name, torchvision's included; a timm "
+            "snapshot folder with config.json and model.safetensors or an "
+            "hf://timm/<name>.<tag> handle; a torchvision checkpoint: an ImageNet "
+            "classifier, ssdlite320_mobilenetv3_large_coco, deeplabv3_/lraspp_"
+            "mobilenetv3_large_voc, as a built-in name, a published .pth or a "
+            "config.json + model.pth folder) into a keras-hub preset folder OUT_DIR that "
             "from_preset(OUT_DIR) and `mnet-backbones export OUT_DIR` load offline. "
             "OUT_DIR appears only when complete: an error or Ctrl-C leaves none."
         ),
@@ -375,9 +378,9 @@ def convert_timm(source, folder, progress):
 
 
 def is_built_in(source):
-    from mnet_backbones.presets import PRESETS
+    from mnet_backbones.presets import is_builtin_preset
 
-    return source in PRESETS
+    return is_builtin_preset(source)
 
 
 def is_timm_source(source):
@@ -388,8 +391,56 @@ def is_timm_source(source):
 
 # The kinds of SOURCE `convert` takes, tried in order: (what it is, test, converter).
 # A converter writes the preset into the folder it is given, which becomes OUT_DIR.
+def is_torchvision_classifier(source):
+    from mnet_backbones.convert import torchvision
+
+    return torchvision.is_classifier_checkpoint(source)
+
+
+def convert_torchvision_classifier(source, folder, progress):
+    """A torchvision ImageNet classifier (.pth named after its builder, or config.json + model.pth)."""
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    progress(f"converting {source}")
+    classifier = MobileNetImageClassifier.from_preset(source)
+    progress("writing")
+    classifier.save_to_preset(folder)
+
+
+def is_torchvision_detector(source):
+    from heads import torchvision_ssdlite
+
+    return torchvision_ssdlite.is_torchvision_source(source)
+
+
+def convert_torchvision_detector(source, folder, progress):
+    """torchvision's SSDLite320: the built-in name (downloaded once), its .pth, or config.json + model.pth."""
+    import heads
+
+    progress(f"converting {source}")
+    detector = heads.SSDLite320ObjectDetector.from_preset(source)
+    progress("writing")
+    detector.save_to_preset(folder)
+
+
+def is_torchvision_segmenter(source):
+    from heads import torchvision_segmentation
+
+    return torchvision_segmentation.is_segmentation_source(source)
+
+
+def convert_torchvision_segmenter(source, folder, progress):
+    """torchvision's DeepLabV3 / LR-ASPP: the built-in name (downloaded once), its .pth, or a folder."""
+    from heads import torchvision_segmentation
+
+    torchvision_segmentation.convert_to_preset(source, folder, progress=progress)
+
+
 CONVERTERS = (
     ("a built-in preset", is_built_in, convert_built_in),
+    ("a torchvision SSDLite320 checkpoint or name", is_torchvision_detector, convert_torchvision_detector),
+    ("a torchvision DeepLabV3 / LR-ASPP checkpoint or name", is_torchvision_segmenter, convert_torchvision_segmenter),
+    ("a torchvision ImageNet classifier checkpoint", is_torchvision_classifier, convert_torchvision_classifier),
     ("a timm snapshot folder or hf://timm handle", is_timm_source, convert_timm),
 )
 
@@ -522,6 +573,20 @@ def add_bench(subcommands):
         action="store_true",
         help="instead: where each preset's LiteRT float32 time goes, block by block, against its MACs",
     )
+    parser.add_argument(
+        "--pretrained",
+        nargs="*",
+        metavar="NAME",
+        help="instead: the converted torchvision detectors/segmenters (default: LR-ASPP and SSDLite320) in TF "
+        "graph and LiteRT float32/int8, beside torchvision's own CPU inference when it is installed",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="with --pretrained: time NAME with the weights in the .pth at PATH (default: random weights)",
+    )
     parser.set_defaults(run=run_bench)
 
 
@@ -538,6 +603,22 @@ def run_bench(args):
 
     presets = tuple(args.presets) or bench.DEFAULT_PRESETS
     repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
+    if args.pretrained is not None:
+        checkpoints = dict(item.split("=", 1) for item in args.checkpoint if "=" in item)
+        if len(checkpoints) != len(args.checkpoint):
+            raise CommandError(f"--checkpoint takes NAME=PATH; got {args.checkpoint}.")
+        try:
+            rows = bench.run_task_benchmark(
+                tuple(args.pretrained) or bench.DEFAULT_TASKS,
+                repeats,
+                int8=args.int8,
+                checkpoints=checkpoints,
+                progress=lambda name: print(f"measuring {name}", file=sys.stderr, flush=True),
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        print(bench.task_results_table(rows))
+        return 0
     if args.blocks:
         for preset in presets:
             try:

@@ -1,0 +1,55 @@
+"""`mnet-backbones convert` and `bench --pretrained` on torchvision's checkpoints (the shared fixtures)."""
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import heads
+import mnet_backbones
+from conftest import PARITY_DIR, relative_error, requires_parity_fixtures
+from mnet_tools import cli
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the CLI runs on TensorFlow")
+TORCHVISION = os.path.join(PARITY_DIR, "torchvision")
+
+
+@requires_parity_fixtures()
+@pytest.mark.parametrize(
+    "name, loaded_cls",
+    [
+        ("mobilenet_v3_small", mnet_backbones.MobileNetImageClassifier),
+        ("ssdlite320_mobilenet_v3_large", heads.SSDLite320ObjectDetector),
+        ("lraspp_mobilenet_v3_large", heads.LRASPPSegmenter),
+    ],
+)
+def test_convert_writes_a_preset_that_loads_offline(name, loaded_cls, tmp_path, capsys):
+    out = str(tmp_path / "converted")
+    assert cli.main(["convert", os.path.join(TORCHVISION, name), out]) == 0
+    assert "wrote" in capsys.readouterr().out
+    task_cls = {
+        mnet_backbones.MobileNetImageClassifier: keras_hub.models.ImageClassifier,
+        heads.SSDLite320ObjectDetector: keras_hub.models.ObjectDetector,
+        heads.LRASPPSegmenter: keras_hub.models.ImageSegmenter,
+    }[loaded_cls]
+    model = task_cls.from_preset(out)
+    assert type(model) is loaded_cls
+    if name == "mobilenet_v3_small":
+        reference = np.load(os.path.join(TORCHVISION, name, "reference.npz"))
+        logits = model.predict(reference["image_0"][None], verbose=0)
+        assert relative_error(logits, reference["logits_0"]) < 1e-4
+
+
+def test_convert_names_the_torchvision_kinds_it_takes(tmp_path, capsys):
+    assert cli.main(["convert", str(tmp_path / "nothing-here"), str(tmp_path / "out")]) != 0
+    message = capsys.readouterr().err
+    assert "torchvision SSDLite320" in message and "DeepLabV3 / LR-ASPP" in message and "timm snapshot" in message
+
+
+def test_bench_pretrained_checks_its_options(capsys):
+    assert cli.main(["bench", "--pretrained", "--checkpoint", "no-equals-sign"]) != 0
+    assert "NAME=PATH" in capsys.readouterr().err
+    assert cli.main(["bench", "--pretrained", "resnet50_voc"]) != 0
+    assert "resnet50_voc" in capsys.readouterr().err
