@@ -395,3 +395,19 @@ def test_warmup_cosine_docstring_example_runs():
     exec(block, namespace)
     schedule = namespace["schedule"]
     assert [float(schedule(step)) for step in (0, 9, 60)] == pytest.approx([0.01, 0.1, 0.05])
+
+
+@on_tensorflow
+def test_from_a_preset_folder_continues_its_weights(folders, straight_run, tmp_path):
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    start = os.path.join(straight_run, "best_preset")
+    result = train(
+        "classification", [folders["train"]], [folders["val"]], tmp_path / "continued", from_model=start,
+        image_size=32, epochs=1, batch_size=4, warmup_epochs=0, learning_rate=1e-9, augment=False, verbose=0,
+    )  # fmt: skip
+    assert result["epochs_done"] == 1
+    before = MobileNetImageClassifier.from_preset(start)
+    # A learning rate of 1e-9 for one epoch: the kernels are the preset's (BatchNorm statistics move).
+    for old, new in zip(before.trainable_variables, result["model"].trainable_variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(new), keras.ops.convert_to_numpy(old), atol=1e-6)
