@@ -53,3 +53,23 @@ def test_bench_pretrained_checks_its_options(capsys):
     assert "NAME=PATH" in capsys.readouterr().err
     assert cli.main(["bench", "--pretrained", "resnet50_voc"]) != 0
     assert "resnet50_voc" in capsys.readouterr().err
+
+
+def test_the_pretrained_heads_example_draws_its_picture(tmp_path):
+    """README's examples/pretrained_heads.py, offline (random weights), on an image the test writes."""
+    import importlib.util
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    Image.fromarray(np.full((96, 128, 3), 120, "uint8")).save(tmp_path / "image.jpg")
+    spec = importlib.util.spec_from_file_location(
+        "pretrained_heads", os.path.join(REPO, "examples", "pretrained_heads.py")
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "picture.png"
+    example.main([str(tmp_path / "image.jpg"), "--out", str(out), "--no-weights"])
+    with Image.open(out) as picture:
+        assert picture.size[0] > picture.size[1] > 100
