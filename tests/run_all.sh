@@ -24,6 +24,13 @@ MODEL_TESTS=(
   tests/test_heads_ssdlite_parts.py
   tests/test_output_stride.py
   tests/test_deeplab.py
+  tests/test_heads_inputs.py
+  tests/test_torchvision_backbone.py
+  tests/test_torchvision_classifier.py
+  tests/test_ssdlite_torchvision.py
+  tests/test_torchvision_segmentation.py
+  tests/test_files.py
+  tests/test_cli.py
 )
 
 for backend in jax torch; do
