@@ -163,6 +163,16 @@ def _with_background_category(annotations, label_offset):
         yield path
 
 
+def _stop_after_one_epoch():
+    import keras
+
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    return StopAfterOneEpoch()
+
+
 def _set_backbone_trainable(model, trainable):
     if model.backbone.trainable != trainable:
         model.backbone.trainable = trainable
@@ -366,8 +376,15 @@ def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     for epoch in range(start, end):
         _set_backbone_trainable(model, epoch >= config.frozen_epochs)
         began = time.perf_counter()
+        # One epoch per fit() (each epoch's data come from its own seed), told the run's length so that the
+        # progress bar reads "Epoch 3/10".
         history = model.fit(
-            data.train_dataset(epoch), initial_epoch=epoch, epochs=epoch + 1, verbose=verbose, shuffle=False
+            data.train_dataset(epoch),
+            initial_epoch=epoch,
+            epochs=config.epochs,
+            verbose=verbose,
+            shuffle=False,
+            callbacks=[_stop_after_one_epoch()],
         )
         row = {"epoch": epoch + 1}
         row.update({key: float(values[-1]) for key, values in history.history.items()})
