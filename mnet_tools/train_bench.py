@@ -1,0 +1,274 @@
+"""Training throughput: the input pipeline, the train step, both, and 1 vs 2 devices.
+
+A benchmark, not a test: it prints a markdown table of medians and asserts
+nothing about speed. Per task (classifier, SSDLite, DeepLabV3+) and backend,
+in images per second:
+
+- pipeline: batches drawn from the loaders training reads, with their
+  augmentation (`heads.datasets.load_coco` for detection,
+  `heads.datasets.load_segmentation` for segmentation; the classifier reads
+  an image folder with `keras.utils.image_dataset_from_directory`), on a
+  synthetic shapes set (`heads.datasets.make_shapes`) written to a temporary
+  folder;
+- step: the train step alone (`fit` on random tensors already in memory);
+- pipeline + step: `fit` on the loader's batches;
+- the train step on 2 devices under `mnet_tools.distribute.data_parallel_scope`,
+  and its ratio to 1 device. The two are timed in turn, run for run, and
+  the ratio is the median of the ratios of neighbouring runs, so that a slow
+  spell of a shared machine falls on both. On a CPU the devices are virtual
+  (XLA's host device count on JAX, logical CPU devices on TensorFlow): they
+  share the cores, so the ratio says what the engine costs, not what a
+  second chip gains. PyTorch trains on one device in Keras 3 (no column).
+
+Device counts are fixed when a backend starts, so `run` measures each backend
+in its own interpreter (`python -m mnet_tools.train_bench --worker ...`);
+`measure` is the in-process part, for the devices the process already has.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TASKS = ("classifier", "ssdlite", "deeplabv3plus")
+BACKENDS = ("jax", "tensorflow", "torch")
+NUM_CLASSES = 3  # the shapes set's circles, squares and triangles
+HEADER = [
+    "task",
+    "backend",
+    "px",
+    "batch",
+    "pipeline (img/s)",
+    "step (img/s)",
+    "pipeline + step (img/s)",
+    "step, 2 devices (img/s)",
+    "2 / 1 devices",
+]
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
+
+
+def build(task, preset, image_size):
+    """The task's model from `preset` (random weights), compiled as for training."""
+    import keras
+
+    import heads
+    from mnet_backbones import MobileNetImageClassifier
+
+    if task == "classifier":
+        model = MobileNetImageClassifier.from_preset(preset, num_classes=NUM_CLASSES, load_weights=False)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
+    elif task == "ssdlite":
+        model = heads.create_ssdlite(preset, num_classes=NUM_CLASSES, image_size=image_size, load_weights=False)
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    elif task == "deeplabv3plus":
+        # The shapes masks hold the background 0 and the three shapes.
+        model = heads.create_deeplabv3plus(
+            preset, num_classes=NUM_CLASSES + 1, image_size=image_size, load_weights=False
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    else:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    return model
+
+
+def loader(task, folder, image_size, batch_size):
+    """The task's training input pipeline over a shapes set written under `folder`."""
+    import heads
+
+    paths = heads.datasets.make_shapes(os.path.join(folder, "shapes"), 4 * batch_size, image_size, seed=0)
+    if task == "ssdlite":
+        return heads.datasets.load_coco(
+            paths["annotations"], paths["images"], image_size, batch_size, shuffle=True, augment=True, seed=0
+        )
+    if task == "deeplabv3plus":
+        return heads.datasets.load_segmentation(
+            paths["images"], paths["masks"], image_size, batch_size, shuffle=True, augment=True, seed=0
+        )
+    import keras
+
+    # An image folder, one subfolder per class, as classification training reads.
+    classes = os.path.join(folder, "classes")
+    for i, name in enumerate(sorted(os.listdir(paths["images"]))):
+        target = os.path.join(classes, f"class_{i % NUM_CLASSES}")
+        os.makedirs(target, exist_ok=True)
+        os.symlink(os.path.join(paths["images"], name), os.path.join(target, name))
+    return keras.utils.image_dataset_from_directory(
+        classes, image_size=(image_size, image_size), batch_size=batch_size, shuffle=True, seed=0, verbose=False
+    )
+
+
+def synthetic_batch(task, image_size, batch_size, seed=0):
+    """Random images and targets of the shapes the task's `fit` takes."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
+    if task == "classifier":
+        return images, rng.integers(0, NUM_CLASSES, batch_size).astype("int32")
+    if task == "ssdlite":
+        corner = rng.uniform(0, image_size / 2, (batch_size, 2, 2))
+        size = rng.uniform(image_size / 8, image_size / 2, (batch_size, 2, 2))
+        boxes = np.concatenate([corner, np.minimum(corner + size, image_size)], axis=-1).astype("float32")
+        return images, {"boxes": boxes, "labels": rng.integers(0, NUM_CLASSES, (batch_size, 2)).astype("int32")}
+    return images, rng.integers(0, NUM_CLASSES + 1, (batch_size, image_size, image_size, 1)).astype("int32")
+
+
+def _images_per_second(run, images):
+    start = time.perf_counter()
+    run()
+    return images / (time.perf_counter() - start)
+
+
+def measure(task, preset="mobilenetv3_small_050", image_size=96, batch_size=8, steps=4, repeats=3, two_devices=True):
+    """One row of the table for the current backend, as a dict of medians.
+
+    `steps` batches per timed run, `repeats` timed runs after one warm-up
+    run (which compiles). With `two_devices`, the train step is also timed
+    on 2 devices, in turn with 1.
+    """
+    import keras
+
+    from mnet_tools.distribute import data_parallel_scope
+
+    for name, value in (("image_size", image_size), ("batch_size", batch_size), ("steps", steps), ("repeats", repeats)):
+        _check_positive(name, value)
+    backend = keras.backend.backend()
+    images = steps * batch_size
+    x, y = synthetic_batch(task, image_size, batch_size * steps)
+    with data_parallel_scope(1):
+        model = build(task, preset, image_size)
+    row = {"task": task, "backend": backend, "image_size": image_size, "batch_size": batch_size}
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = loader(task, folder, image_size, batch_size).repeat()
+
+        def pipeline():
+            for _ in dataset.take(steps):
+                pass
+
+        def both():
+            model.fit(dataset.take(steps), epochs=1, shuffle=False, verbose=0)
+
+        def step(on=model, devices=1):
+            with data_parallel_scope(devices):
+                on.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+
+        for name, run in (("pipeline", pipeline), ("step", step), ("both", both)):
+            run()  # warm-up: compiles, fills caches
+            row[name] = statistics.median(_images_per_second(run, images) for _ in range(repeats))
+    row["step_2"] = row["ratio_2_1"] = None
+    if two_devices and backend != "torch":
+        with data_parallel_scope(2):
+            model_2 = build(task, preset, image_size)
+        step(model_2, 2)
+        ones, twos = [], []
+        for _ in range(repeats):
+            ones.append(_images_per_second(step, images))
+            twos.append(_images_per_second(lambda: step(model_2, 2), images))
+        row["step_2"] = statistics.median(twos)
+        row["ratio_2_1"] = statistics.median(two / one for one, two in zip(ones, twos))
+    return row
+
+
+def table(rows):
+    """The rows of `measure` as a markdown table."""
+    from mnet_tools.tables import markdown_table
+
+    def rate(value):
+        return "n/a" if value is None else f"{value:.1f}"
+
+    lines = [
+        [
+            row["task"],
+            row["backend"],
+            str(row["image_size"]),
+            str(row["batch_size"]),
+            rate(row["pipeline"]),
+            rate(row["step"]),
+            rate(row["both"]),
+            rate(row["step_2"]),
+            "n/a" if row["ratio_2_1"] is None else f"{row['ratio_2_1']:.2f}",
+        ]
+        for row in rows
+    ]
+    return markdown_table(HEADER, lines, right_aligned=set(range(2, len(HEADER))))
+
+
+def _worker(args):
+    """Runs in a fresh interpreter whose backend was chosen by KERAS_BACKEND."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    rows = [
+        measure(task, args.preset, args.image_size, args.batch_size, args.steps, args.repeats, not args.no_two_devices)
+        for task in args.tasks
+    ]
+    print("ROWS " + json.dumps(rows), flush=True)
+
+
+def run(
+    tasks=TASKS, backends=BACKENDS, preset="mobilenetv3_small_050", image_size=96, batch_size=8, steps=4, repeats=3
+):
+    """Measures every task on every backend, each backend in its own interpreter; returns the rows."""
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    rows = []
+    for backend in backends:
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        if backend == "jax":
+            # 2 host devices when there is no accelerator; ignored on GPUs.
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+        command = [sys.executable, "-m", "mnet_tools.train_bench", "--worker", "--tasks", *tasks]
+        command += ["--preset", preset, "--image-size", str(image_size), "--batch-size", str(batch_size)]
+        command += ["--steps", str(steps), "--repeats", str(repeats)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        found = [line for line in done.stdout.splitlines() if line.startswith("ROWS ")]
+        if done.returncode or not found:
+            raise RuntimeError(f"the {backend} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        rows += json.loads(found[-1][len("ROWS ") :])
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m mnet_tools.train_bench",
+        description="Training throughput (images/s, medians): input pipeline, train step, both, 1 vs 2 devices.",
+    )
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--preset", default="mobilenetv3_small_050")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4, help="batches per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (the median is printed)")
+    parser.add_argument("--no-two-devices", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("image_size", "batch_size", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}.")
+    if args.worker:
+        return _worker(args)
+    rows = run(args.tasks, args.backends, args.preset, args.image_size, args.batch_size, args.steps, args.repeats)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
