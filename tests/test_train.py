@@ -411,3 +411,37 @@ def test_from_a_preset_folder_continues_its_weights(folders, straight_run, tmp_p
     # A learning rate of 1e-9 for one epoch: the kernels are the preset's (BatchNorm statistics move).
     for old, new in zip(before.trainable_variables, result["model"].trainable_variables):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(new), keras.ops.convert_to_numpy(old), atol=1e-6)
+
+
+def test_ssdlite_augmentation_keeps_each_box_on_its_object():
+    """Zoom out, IoU crop and flip move boxes with the pixels: each kept box still frames its white square."""
+    import tensorflow as tf
+
+    from mnet_tools.train.data import random_flip, random_iou_crop, random_zoom_out, ssdlite_augment
+
+    side = 64
+    image = np.zeros((side, side, 3), "float32")
+    image[8:40, 16:32] = 255.0  # a white box, x 16..32, y 8..40
+    image[44:60, 40:60] = 255.0  # and another, x 40..60, y 44..60
+    boxes = tf.constant([[16, 8, 32, 40], [40, 44, 60, 60], [-1, -1, -1, -1]], "float32")
+    labels = tf.constant([0, 1, -1], "int32")
+    changed = {"zoom": 0, "crop": 0, "flip": 0}
+    for index in range(40):
+        seed = tf.constant([7, index], "int64")
+        for name, step in (("zoom", random_zoom_out), ("crop", random_iou_crop), ("flip", random_flip)):
+            pixels, moved, kept = (t.numpy() for t in step(tf.constant(image), boxes, labels, seed))
+            assert pixels.shape == image.shape and kept[2] == -1 and (moved[2] == -1).all()
+            changed[name] += int(not np.array_equal(pixels, image))
+            for box, label in zip(moved, kept):
+                if label < 0:
+                    continue
+                x0, y0, x1, y1 = box
+                assert 0 <= x0 < x1 <= side and 0 <= y0 < y1 <= side, (name, box)
+                inside = pixels[int(np.ceil(y0)) + 1 : int(y1) - 1, int(np.ceil(x0)) + 1 : int(x1) - 1]
+                if inside.size:
+                    assert inside.mean() > 200, (name, index, box)
+        again = [t.numpy() for t in ssdlite_augment(tf.constant(image), boxes, labels, seed)]
+        same = [t.numpy() for t in ssdlite_augment(tf.constant(image), boxes, labels, seed)]
+        for a, b in zip(again, same):
+            np.testing.assert_array_equal(a, b)  # stateless: one seed, one result
+    assert all(count >= 5 for count in changed.values()), changed

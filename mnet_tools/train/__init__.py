@@ -255,8 +255,9 @@ def train(
             inference mode), then the whole model trains.
         mixed_precision: "off", "float16" or "bfloat16".
         augment: classification random resized crop and flip; detection
-            scale jitter 0.5-1.25 (zoom out, crop), flip, photometric
-            distortion; segmentation scale 0.5-2.0, crop, flip.
+            torchvision's SSDLite recipe (photometric distortion, zoom
+            out, random IoU crop, flip; `data.ssdlite_augment`);
+            segmentation scale 0.5-2.0, crop, flip.
         seed: weights' initialisation, data order and augmentation.
         devices: None: the default device, no strategy; N: data-parallel on
             the first N devices (`mnet_tools.distribute.data_parallel_scope`:

@@ -30,8 +30,6 @@ from heads.datasets.segmentation import (
     segmentation_pairs,
 )
 
-# Scale jitter of the detection set: zoom out to half size (padded) or in by a quarter (cropped).
-DETECTION_SCALE_RANGE = (0.5, 1.25)
 SEGMENTATION_SCALE_RANGE = (0.5, 2.0)
 # Random-resized-crop area range of the classification augmentation (Inception's 0.08 is for ImageNet-length runs).
 CROP_AREA_RANGE = (0.25, 1.0)
@@ -124,6 +122,124 @@ def photometric_distortion(image, seed):
     return tf.clip_by_value(pixels, 0.0, 1.0) * 255.0
 
 
+# torchvision's RandomIoUCrop (SSD's sampler): the least IoU a kept box must have with the crop; 1.0: no crop.
+IOU_CROP_OPTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+IOU_CROP_SCALE = (0.3, 1.0)
+IOU_CROP_ASPECT = (0.5, 2.0)
+IOU_CROP_TRIALS = 40
+
+
+def random_iou_crop(image, boxes, labels, seed):
+    """SSD's random crop (torchvision's `RandomIoUCrop`) of a square `image` with xyxy pixel `boxes`.
+
+    A least IoU is drawn from `IOU_CROP_OPTIONS` (1.0: the image is left
+    whole); of `IOU_CROP_TRIALS` crops of 0.3-1.0 of each side and aspect
+    0.5-2, the first is taken that holds the centre of at least one box and
+    overlaps one of those boxes by that IoU. Boxes whose centre lies outside
+    are dropped (-1), the rest clipped to the crop; the crop is resized back
+    to the image's size. Where torchvision draws a new least IoU after 40
+    failed trials, this leaves the image whole. Padding boxes (-1) stay padding.
+    """
+    option_seed, scale_seed, offset_seed = split(seed, 3)
+    side = tf.cast(tf.shape(image)[0], "float32")
+    options = tf.constant(IOU_CROP_OPTIONS)
+    least_iou = tf.gather(
+        options, tf.random.stateless_uniform((), option_seed, 0, len(IOU_CROP_OPTIONS), dtype="int32")
+    )
+    scale = tf.random.stateless_uniform((IOU_CROP_TRIALS, 2), scale_seed, *IOU_CROP_SCALE)
+    crop_w, crop_h = tf.floor(side * scale[:, 0]), tf.floor(side * scale[:, 1])
+    offsets = tf.random.stateless_uniform((IOU_CROP_TRIALS, 2), offset_seed)
+    left, top = tf.floor((side - crop_w) * offsets[:, 0]), tf.floor((side - crop_h) * offsets[:, 1])
+    right, bottom = left + crop_w, top + crop_h
+    aspect = crop_w / tf.maximum(crop_h, 1.0)
+    real = labels >= 0
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    within = (
+        (left[:, None] < centre_x)
+        & (centre_x < right[:, None])
+        & (top[:, None] < centre_y)
+        & (centre_y < bottom[:, None])
+        & real[None, :]
+    )  # fmt: skip  (trials, boxes)
+    inter_w = tf.maximum(tf.minimum(right[:, None], boxes[:, 2]) - tf.maximum(left[:, None], boxes[:, 0]), 0.0)
+    inter_h = tf.maximum(tf.minimum(bottom[:, None], boxes[:, 3]) - tf.maximum(top[:, None], boxes[:, 1]), 0.0)
+    inter = inter_w * inter_h
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    iou = inter / tf.maximum(crop_w[:, None] * crop_h[:, None] + box_area[None, :] - inter, 1e-6)
+    best_iou = tf.reduce_max(tf.where(within, iou, -1.0), axis=1)
+    valid = (
+        (aspect >= IOU_CROP_ASPECT[0]) & (aspect <= IOU_CROP_ASPECT[1]) & (crop_w >= 1) & (crop_h >= 1)
+        & tf.reduce_any(within, axis=1) & (best_iou >= least_iou)
+    )  # fmt: skip
+    crop = (least_iou < 1.0) & tf.reduce_any(valid)
+
+    def cropped():
+        index = tf.argmax(tf.cast(valid, "int32"))
+        x0, y0, x1, y1 = left[index], top[index], right[index], bottom[index]
+        pixels = tf.image.crop_to_bounding_box(
+            image, tf.cast(y0, "int32"), tf.cast(x0, "int32"), tf.cast(y1 - y0, "int32"), tf.cast(x1 - x0, "int32")
+        )
+        pixels = tf.image.resize(pixels, tf.shape(image)[:2])
+        keep = within[index]
+        origin = tf.stack([x0, y0, x0, y0])
+        limit = tf.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
+        stretch = tf.stack([side / (x1 - x0), side / (y1 - y0)] * 2)
+        moved = tf.clip_by_value(boxes - origin, 0.0, limit) * stretch
+        return pixels, tf.where(keep[:, None], moved, -1.0), tf.where(keep, labels, -1)
+
+    return tf.cond(crop, cropped, lambda: (image, boxes, labels))
+
+
+# torchvision's RandomZoomOut in SSDLite's recipe: p=0.5, a canvas of 1-4 times the side, filled with the mean colour.
+ZOOM_OUT_SIDE = (1.0, 4.0)
+MEAN_COLOUR = (123.675, 116.28, 103.53)  # ImageNet's mean in 0..255, torchvision's fill
+
+
+def random_zoom_out(image, boxes, labels, seed):
+    """With p=0.5, the square `image` shrunk by 1/r (r in 1-4) onto a mean-coloured canvas at a random place."""
+    apply_seed, side_seed, offset_seed = split(seed, 3)
+    side = tf.shape(image)[0]
+    ratio = tf.random.stateless_uniform((), side_seed, *ZOOM_OUT_SIDE)
+    new_side = tf.maximum(tf.cast(tf.round(tf.cast(side, "float32") / ratio), "int32"), 1)
+    offsets = tf.random.stateless_uniform((2,), offset_seed)
+    offset = tf.cast(tf.floor(offsets * tf.cast(side - new_side, "float32")), "int32")
+
+    def zoomed():
+        mean = tf.constant(MEAN_COLOUR, "float32")
+        small = tf.image.resize(image, (new_side, new_side)) - mean
+        pixels = tf.image.pad_to_bounding_box(small, offset[1], offset[0], side, side) + mean
+        factor = tf.cast(new_side, "float32") / tf.cast(side, "float32")
+        moved = boxes * factor + tf.cast(tf.stack([offset[0], offset[1]] * 2), "float32")
+        return pixels, tf.where(labels[:, None] >= 0, moved, -1.0), labels
+
+    return tf.cond(tf.random.stateless_uniform((), apply_seed) < 0.5, zoomed, lambda: (image, boxes, labels))
+
+
+def random_flip(image, boxes, labels, seed):
+    """A horizontal flip with p=0.5; padding boxes (-1) stay padding."""
+    side = tf.cast(tf.shape(image)[1], "float32")
+
+    def flipped():
+        moved = tf.stack([side - boxes[:, 2], boxes[:, 1], side - boxes[:, 0], boxes[:, 3]], axis=-1)
+        return image[:, ::-1], tf.where(labels[:, None] >= 0, moved, -1.0), labels
+
+    return tf.cond(tf.random.stateless_uniform((), seed) < 0.5, flipped, lambda: (image, boxes, labels))
+
+
+def ssdlite_augment(image, boxes, labels, seed):
+    """torchvision's SSDLite training recipe, in its order: photometric distortion, zoom out, IoU crop, flip.
+
+    Drops boxes left thinner than 2 pixels (as `heads.datasets.load_coco`'s augmentation does).
+    """
+    colour_seed, zoom_seed, crop_seed, flip_seed = split(seed, 4)
+    image = photometric_distortion(image, colour_seed)
+    image, boxes, labels = random_zoom_out(image, boxes, labels, zoom_seed)
+    image, boxes, labels = random_iou_crop(image, boxes, labels, crop_seed)
+    image, boxes, labels = random_flip(image, boxes, labels, flip_seed)
+    keep = (labels >= 0) & (boxes[:, 2] - boxes[:, 0] >= 2.0) & (boxes[:, 3] - boxes[:, 1] >= 2.0)
+    return image, tf.where(keep[:, None], boxes, -1.0), tf.where(keep, labels, -1)
+
+
 class EpochData:
     """One task's checked training and validation data; `train_dataset(epoch)` gives that epoch's batches.
 
@@ -180,10 +296,7 @@ class EpochData:
         seed = epoch_seed(self.config.seed, epoch)
         config, size = self.config, self.size
         if self.task == "detection":
-            dataset = coco_dataset(
-                self.records, (size, size), config.batch_size, shuffle=True, augment=config.augment,
-                scale_range=DETECTION_SCALE_RANGE, seed=seed,
-            )  # fmt: skip
+            dataset = coco_dataset(self.records, (size, size), config.batch_size, shuffle=True, seed=seed)
             if self.label_offset:
                 # The paper head's classes count the background as 0: object labels are 1..K.
                 dataset = dataset.map(
@@ -193,10 +306,13 @@ class EpochData:
                     )
                 )
             if config.augment:
-                dataset = with_seeds(dataset.unbatch(), seed + 1).map(
-                    lambda element, element_seed: (photometric_distortion(element[0], element_seed), element[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE,
-                )
+
+                def augment(element, element_seed):
+                    image, targets = element
+                    image, boxes, labels = ssdlite_augment(image, targets["boxes"], targets["labels"], element_seed)
+                    return tf.ensure_shape(image, (size, size, 3)), {"boxes": boxes, "labels": labels}
+
+                dataset = with_seeds(dataset.unbatch(), seed + 1).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
                 dataset = dataset.batch(config.batch_size)
                 # unbatch() forgets the length; Keras's progress bar and epoch end need it.
                 dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch))
