@@ -193,9 +193,14 @@ def _tensorflow_scope(num_devices):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         devices = tuple(strategy.extended.worker_devices)
     else:
-        logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        gpus = tf.config.list_logical_devices("GPU")
+        logical = gpus or tf.config.list_logical_devices("CPU")
         devices = tuple(d.name for d in _pick(logical, num_devices, "TensorFlow"))
-        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+        # On CPUs MirroredStrategy's collectives can pair the all-reduces of
+        # parallel branches (ASPP, the detector's heads) with each other's
+        # and abort; reducing through one device keeps them in trace order.
+        cross_device_ops = None if gpus else tf.distribute.ReductionToOneDevice()
+        strategy = tf.distribute.MirroredStrategy(devices=list(devices), cross_device_ops=cross_device_ops)
     with strategy.scope():
         yield DataParallelSetup("tensorflow", strategy.num_replicas_in_sync, devices, strategy)
 

@@ -1,0 +1,296 @@
+"""Data-parallel training on 2 virtual CPU devices equals training on one.
+
+Device counts are fixed when a backend starts, so every check runs in a fresh
+interpreter: this file, run as a script (`python tests/test_distributed.py
+BACKEND`), trains each task one step on one device and one step on two
+under `data_parallel_scope`, from the same weights, and prints what it
+measured as JSON; the tests read that and compare. JAX gets its 2 devices
+from `XLA_FLAGS=--xla_force_host_platform_device_count=2`, TensorFlow from
+two logical CPU devices.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+BATCH = 8
+IMAGE = 64
+NUM_CLASSES = 3
+RELATIVE = 1e-5
+ABSOLUTE = 1e-5
+TASKS = ("classifier", "ssdlite", "deeplabv3plus")
+
+
+# --- the worker (runs in its own interpreter) ---------------------------------
+def _data(task):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (BATCH, IMAGE, IMAGE, 3)).astype("float32")
+    if task == "classifier":
+        return images, np.array([0, 1, 2, 0, 1, 2, 2, 1], "int32")
+    if task == "ssdlite":
+        # A different number of boxes per image, more in the first half of
+        # the batch than in the second: each device sees its own count of
+        # positive anchors, and only the global count gives one device's loss.
+        boxes = np.full((BATCH, 3, 4), -1.0, "float32")
+        labels = np.full((BATCH, 3), -1, "int32")
+        counts = [3, 3, 2, 2, 1, 0, 1, 1]
+        for i, count in enumerate(counts):
+            for j in range(count):
+                x0, y0 = rng.uniform(0, 30, 2)
+                w, h = rng.uniform(16, 34, 2)
+                boxes[i, j] = [x0, y0, min(x0 + w, IMAGE), min(y0 + h, IMAGE)]
+                labels[i, j] = rng.integers(0, NUM_CLASSES)
+        return images, {"boxes": boxes, "labels": labels}
+    return images, rng.integers(0, NUM_CLASSES, (BATCH, IMAGE, IMAGE)).astype("int32")
+
+
+def _build(task):
+    import keras
+
+    import heads
+    from mnet_backbones import MobileNetImageClassifier
+
+    keras.utils.set_random_seed(0)
+    common = dict(load_weights=False)
+    # XLA on a CPU compiles for longer than this one step runs.
+    jit = dict(jit_compile=keras.backend.backend() != "tensorflow")
+    if task == "classifier":
+        model = MobileNetImageClassifier.from_preset(
+            "mobilenetv3_small_050", num_classes=NUM_CLASSES, dropout=0.0, **common
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            **jit,
+        )
+    elif task == "ssdlite":
+        model = heads.create_ssdlite("mobilenetv3_small_050", num_classes=NUM_CLASSES, image_size=IMAGE, **common)
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), **jit)
+    else:
+        model = heads.create_deeplabv3plus(
+            "mobilenetv3_small_050", num_classes=NUM_CLASSES, image_size=IMAGE, dropout=0.0, **common
+        )
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), **jit)
+    return model
+
+
+def _step(model, task, initial):
+    import keras
+
+    model.set_weights(initial)
+    x, y = _data(task)
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    logs = {name: float(values[-1]) for name, values in history.history.items()}
+    weights = [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights]
+    return logs, weights
+
+
+def _compare(one, two, initial, paths):
+    """How far apart two runs' weights are.
+
+    `weights`: per variable, max |difference| over `RELATIVE * max |weight| +
+    ABSOLUTE`, the worst variable's (at most 1 passes). The absolute part
+    is for the variables that start at zero (betas, biases): after one step
+    they hold only the step, and a gradient summed over a whole batch of
+    pixels that nearly cancels (the stem's beta) differs in its last digits
+    with the order of the sums. `updates`: the norm of the difference of the two steps over the
+    norm of the step, all variables together.
+    """
+    ratios = [float(np.max(np.abs(a - b)) / (RELATIVE * np.max(np.abs(a)) + ABSOLUTE)) for a, b in zip(one, two)]
+    worst = int(np.argmax(ratios))
+    difference = np.sqrt(sum(float(np.sum(np.square(a - b))) for a, b in zip(one, two)))
+    step = np.sqrt(sum(float(np.sum(np.square(a - w0))) for a, w0 in zip(one, initial)))
+    moved = sum(bool(np.any(a != w0)) for a, w0 in zip(one, initial))
+    return {
+        "weights": ratios[worst],
+        "worst": paths[worst],
+        "worst_scale": [
+            float(np.max(np.abs(one[worst]))),
+            float(np.max(np.abs(one[worst] - two[worst]))),
+            float(np.max(np.abs(one[worst] - initial[worst]))),
+        ],
+        "updates": difference / step,
+        "moved": moved,
+        "variables": len(one),
+    }
+
+
+def worker(backend):
+    if backend == "jax":
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["KERAS_BACKEND"] = backend
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.experimental.enable_op_determinism()
+
+    from mnet_tools.distribute import data_parallel_scope, synchronize_batch_norm
+
+    results = {}
+    tasks = sys.argv[2].split(",") if len(sys.argv) > 2 else TASKS
+    for task in tasks:
+        reference = _build(task)
+        initial = [np.asarray(w) for w in reference.get_weights()]
+        logs_one, weights_one = _step(reference, task, initial)
+        with data_parallel_scope(2) as setup:
+            model = _build(task)
+            synchronized = synchronize_batch_norm(model)
+            logs_two, weights_two = _step(model, task, initial)
+        results[task] = {
+            "replicas": setup.num_replicas,
+            "synchronized_batch_norm": synchronized,
+            "logs_one": logs_one,
+            "logs_two": logs_two,
+            **_compare(weights_one, weights_two, initial, [v.path for v in reference.weights]),
+        }
+    print("RESULT " + json.dumps(results))
+
+
+def multi_host_worker(process_id, port):
+    """One of two JAX processes joined over loopback, the stand-in for two hosts.
+
+    Each process has one CPU device; the coordinator listens on localhost.
+    Both take the same one-device step first (a reference without any
+    distribution), then one step of the global batch of 8 under
+    `data_parallel_scope`, each process training on its own 4 images.
+    """
+    os.environ.update(
+        KERAS_BACKEND="jax",
+        KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}",
+        KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+        KERAS_DISTRIBUTION_PROCESS_ID=str(process_id),
+    )
+    import jax
+    import keras
+
+    from mnet_tools.distribute import data_parallel_scope, initialize_multi_host
+
+    assert initialize_multi_host()
+    task = "classifier"
+    reference = _build(task)
+    initial = [np.asarray(w) for w in reference.get_weights()]
+    logs_one, weights_one = _step(reference, task, initial)
+    with data_parallel_scope() as setup:
+        model = _build(task)
+        model.set_weights(initial)
+        # Every host passes the same global batches; Keras' DataParallel
+        # shards a tf.data dataset across the processes (4 images each).
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices(_data(task)).batch(BATCH, drop_remainder=True)
+        history = model.fit(dataset, epochs=1, verbose=0)
+        logs_two = {name: float(values[-1]) for name, values in history.history.items()}
+        weights_two = [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.weights]
+    result = {
+        "processes": jax.process_count(),
+        "replicas": setup.num_replicas,
+        "logs_one": logs_one,
+        "logs_two": logs_two,
+        **_compare(weights_one, weights_two, initial, [v.path for v in reference.weights]),
+    }
+    print("RESULT " + json.dumps({task: result}))
+
+
+# --- the tests ----------------------------------------------------------------
+def _run(backend, extra_env=None, tasks=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(extra_env or {}))
+    env.pop("XLA_FLAGS", None)
+    command = [sys.executable, __file__, backend] + ([",".join(tasks)] if tasks else [])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+@pytest.fixture(scope="module", params=["jax", "tensorflow"])
+def measured(request):
+    return request.param, _run(request.param)
+
+
+# SSDLite divides its loss by the positive anchors it sees. On TensorFlow each
+# replica sees only its share, and heads.SSDLiteObjectDetector.compute_loss
+# neither sums that count across replicas nor scales its "sum" losses for
+# them, so 2 replicas report twice the loss and take a different step. JAX's
+# step is one program over the global batch, so the count is the global one.
+SSDLITE_ON_TF = (
+    "SSDLiteObjectDetector.compute_loss normalises by each replica's own positive anchors under "
+    "tf.distribute (needs the global count, see the distribution report)"
+)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_two_devices_equal_one(measured, task, request):
+    backend, results = measured
+    if backend == "tensorflow" and task == "ssdlite":
+        request.applymarker(pytest.mark.xfail(reason=SSDLITE_ON_TF, strict=True))
+    result = results[task]
+    assert result["replicas"] == 2
+    # BatchNorm: synchronised on TensorFlow by the flag; on JAX the step is
+    # one program over the global batch, so there is no flag to set.
+    assert (result["synchronized_batch_norm"] > 0) == (backend == "tensorflow")
+    # The step moved the weights (moving statistics included), so the
+    # comparison below is not of two copies of the initial weights.
+    assert result["moved"] > 0.9 * result["variables"]
+    one, two = result["logs_one"], result["logs_two"]
+    assert sorted(one) == sorted(two)
+    for name in one:
+        assert two[name] == pytest.approx(one[name], rel=RELATIVE, abs=1e-7), name
+    assert result["weights"] <= 1.0, result["worst"]
+    # The step itself, not only the weights it moved slightly, agrees closely.
+    assert result["updates"] <= 1e-4
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_jax_processes_over_loopback_equal_one_device():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("XLA_FLAGS", None)
+    port = str(_free_port())
+    processes = [
+        subprocess.Popen(
+            [sys.executable, __file__, "multi-host", str(i), port],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=600))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        assert process.returncode == 0 and lines, stderr[-4000:]
+        result = json.loads(lines[-1][len("RESULT ") :])["classifier"]
+        assert result["processes"] == 2 and result["replicas"] == 2
+        one, two = result["logs_one"], result["logs_two"]
+        for name in one:
+            assert two[name] == pytest.approx(one[name], rel=RELATIVE, abs=1e-7), name
+        assert result["weights"] <= 1.0, result["worst"]
+        assert result["updates"] <= 1e-4
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "multi-host":
+        multi_host_worker(int(sys.argv[2]), sys.argv[3])
+    else:
+        worker(sys.argv[1])
