@@ -915,12 +915,27 @@ def one_line(error):
     return " ".join(str(error).split())
 
 
+def import_torch_first():
+    """Import torch, when installed, before TensorFlow loads.
+
+    `bench --pretrained` runs torchvision in the same process as TensorFlow;
+    PyTorch's CUDA wheels crash (SIGSEGV) when imported after TensorFlow, and
+    work when imported before it (seen with torch 2.14.1 + TensorFlow 2.21).
+    """
+    try:
+        import torch  # noqa: F401
+    except Exception:  # not installed, or broken: the bench says torchvision is not compared
+        pass
+
+
 def main(argv=None):
     """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "announce", None):
             print(f"[{PROG} {args.command}] {args.announce}", file=sys.stderr, flush=True)
+        if getattr(args, "pretrained", None) is not None:
+            import_torch_first()
         start_keras()
         return args.run(args)
     except CommandError as error:
