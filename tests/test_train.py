@@ -445,3 +445,28 @@ def test_ssdlite_augmentation_keeps_each_box_on_its_object():
         for a, b in zip(again, same):
             np.testing.assert_array_equal(a, b)  # stateless: one seed, one result
     assert all(count >= 5 for count in changed.values()), changed
+
+
+@on_tensorflow
+def test_two_devices_train_and_save_a_model_for_any_backend(folders, tmp_path):
+    """--devices 2 on two logical CPUs (MirroredStrategy, synchronised BatchNorm) trains and writes its run folder."""
+    out_dir = tmp_path / "two_devices"
+    command = classification_command(folders, out_dir, "--devices", "2")
+    command[command.index("--epochs") + 1] = "1"
+    command[command.index("--frozen-epochs") + 1] = "0"
+    code = (
+        "import sys, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from mnet_tools import cli\n"
+        f"sys.exit(cli.main({command!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(open(out_dir / "metrics.csv").read().splitlines()) == 2
+    from mnet_backbones.classifier import MobileNetImageClassifier
+
+    loaded = MobileNetImageClassifier.from_preset(str(out_dir / "best_preset"))
+    norms = [layer for layer in loaded._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.synchronized for layer in norms)
+    keras.models.load_model(out_dir / "best.keras", compile=False)
