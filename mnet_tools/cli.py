@@ -916,14 +916,17 @@ def one_line(error):
 
 
 def import_torch_first():
-    """Import torch, when installed, before TensorFlow loads.
+    """Import torch and torchvision, when installed, before TensorFlow loads.
 
     `bench --pretrained` runs torchvision in the same process as TensorFlow;
-    PyTorch's CUDA wheels crash (SIGSEGV) when imported after TensorFlow, and
-    work when imported before it (seen with torch 2.14.1 + TensorFlow 2.21).
+    PyTorch's CUDA wheels and torchvision's ops crash (SIGSEGV) when imported
+    after TensorFlow, and work when imported before it (seen with torch 2.14.1,
+    torchvision 0.29.1 and TensorFlow 2.21).
     """
     try:
         import torch  # noqa: F401
+        import torchvision.models.detection  # noqa: F401  (its C++ ops load here)
+        import torchvision.models.segmentation  # noqa: F401
     except Exception:  # not installed, or broken: the bench says torchvision is not compared
         pass
 
