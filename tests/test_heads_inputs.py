@@ -1,11 +1,16 @@
 """What the heads do with images Keras would misread: a clear ValueError, or the right result."""
 
+import keras
 import numpy as np
 import pytest
 
 import heads
 
 SIZE = 96
+tensorflow_only_cost = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="cost: two predict graphs; the resizing is keras.ops, checked on TensorFlow",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def test_bad_batches_are_named(task, case, request):
         model.predict(images.astype("float32"), verbose=0)
 
 
+@tensorflow_only_cost
 def test_detector_predicts_a_list_of_sizes_in_each_images_pixels():
     """Each image is resized to the detector's size; its boxes come back in its own pixels."""
     detector = heads.create_ssdlite(

@@ -29,6 +29,10 @@ pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"no torchvision fi
 IMAGES = (0, 1)  # 320x320 and 240x400
 TOP = 100
 BUILTIN = "ssdlite320_mobilenetv3_large_coco"
+tensorflow_only_cost = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="cost: training and round trips run on TensorFlow; parity runs on every backend",
+)
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +311,7 @@ def test_config_folder_errors_name_the_file(tmp_path):
         heads.SSDLite320ObjectDetector.from_preset(str(folder))
 
 
+@tensorflow_only_cost
 def test_save_and_load_round_trip(detector, reference, tmp_path):
     path = tmp_path / "ssdlite.keras"
     detector.save(path)
@@ -381,6 +386,7 @@ def test_loss_is_torchvisions_on_a_hand_case():
     np.testing.assert_allclose(loss, smooth_l1 + positive + hardest, rtol=1e-5)
 
 
+@tensorflow_only_cost
 def test_fit_steps_and_rejects_the_background_label(tmp_path):
     # A small backbone and input: the training step's compile time (JAX) grows with the graph.
     backbone = mnet_backbones.MobileNetBackbone("mobilenetv3_small", image_shape=(128, 128, 3))

@@ -34,6 +34,9 @@ requires_torch = pytest.mark.skipif(
     __import__("importlib").util.find_spec("torch") is None, reason="reading .pth files needs torch"
 )
 tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow only (cost)")
+tensorflow_only_cost = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="cost: round trips run on TensorFlow; parity runs on every backend"
+)
 
 
 def to_numpy(x):
@@ -256,6 +259,7 @@ def test_builtin_name_loads_from_the_cache_with_its_class_names(monkeypatch, tmp
 # --- The tasks ---
 
 
+@tensorflow_only_cost
 def test_heads_on_the_default_taps_and_their_layers_round_trip_configs():
     backbone = small_backbone()
     deeplab = heads.DeepLabV3Segmenter(backbone, num_classes=3, image_size=(48, 64), aspp_filters=16, aux_head=True)
