@@ -211,11 +211,14 @@ def _worker(args):
         if not tf.config.list_physical_devices("GPU"):
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    rows = [
-        measure(task, args.preset, args.image_size, args.batch_size, args.steps, args.repeats, not args.no_two_devices)
-        for task in args.tasks
-    ]
-    print("ROWS " + json.dumps(rows), flush=True)
+    for task in args.tasks:
+        row = measure(
+            task, args.preset, args.image_size, args.batch_size, args.steps, args.repeats, not args.no_two_devices
+        )
+        # A row at a time, so that a long run shows its progress (stderr) and
+        # a failure later keeps the rows already measured.
+        print("ROW " + json.dumps(row), flush=True)
+        print(f"measured {task} on {row['backend']}", file=sys.stderr, flush=True)
 
 
 def run(
@@ -237,11 +240,10 @@ def run(
         command = [sys.executable, "-m", "mnet_tools.train_bench", "--worker", "--tasks", *tasks]
         command += ["--preset", preset, "--image-size", str(image_size), "--batch-size", str(batch_size)]
         command += ["--steps", str(steps), "--repeats", str(repeats)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        found = [line for line in done.stdout.splitlines() if line.startswith("ROWS ")]
-        if done.returncode or not found:
-            raise RuntimeError(f"the {backend} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        rows += json.loads(found[-1][len("ROWS ") :])
+        done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+        rows += [json.loads(line[len("ROW ") :]) for line in done.stdout.splitlines() if line.startswith("ROW ")]
+        if done.returncode:
+            raise RuntimeError(f"the {backend} run failed (exit {done.returncode}); its error is printed above.")
     return rows
 
 
