@@ -513,7 +513,15 @@ def add_demo(subcommands):
     # when the demo is missing; none is needed after the demo's name.
     options.required = False
     # The demo's own progress starts once TensorFlow has loaded, which alone can take 20 s.
-    parser.set_defaults(run=run_demo, announce="loading Keras and TensorFlow...")
+    parser.set_defaults(run=run_demo, precheck=check_demo_options, announce="loading Keras and TensorFlow...")
+
+
+def check_demo_options(args):
+    """The demo's own options, parsed before TensorFlow loads (`--help` and errors answer at once)."""
+    from mnet_tools import demo_options
+
+    parser = {"detection": demo_options.detection_parser, "segmentation": demo_options.segmentation_parser}
+    parser[args.demo]().parse_args(args.demo_options)
 
 
 def run_demo(args):
@@ -934,6 +942,8 @@ def import_torch_first():
 def main(argv=None):
     """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "precheck", None):
+        args.precheck(args)  # argparse's own exit (status 2, or 0 for --help), before Keras loads
     try:
         if getattr(args, "announce", None):
             print(f"[{PROG} {args.command}] {args.announce}", file=sys.stderr, flush=True)

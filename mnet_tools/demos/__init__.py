@@ -16,28 +16,6 @@ import time
 import keras
 
 
-def positive_int(text):
-    """An argparse type: a whole number of at least 1 (image counts, sizes, epochs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text):
-    """An argparse type: a finite number above 0 (minutes, learning rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 class Stages:
     """Prints each stage of a demo on stderr with the seconds since the demo started.
 

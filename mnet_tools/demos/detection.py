@@ -9,7 +9,6 @@ Run: `mnet-backbones demo detection --out-dir runs/detection` or
 `python examples/train_ssdlite.py --out-dir runs/detection`.
 """
 
-import argparse
 import io
 import math
 import os
@@ -22,32 +21,13 @@ from PIL import Image
 
 import heads
 from heads.datasets import load_coco, make_shapes
-from mnet_tools.demos import Stages, TrainingProgress, positive_float, positive_int
+from mnet_tools.demo_options import detection_parser
+from mnet_tools.demos import Stages, TrainingProgress
 from mnet_tools.plotting import pyplot
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="mnet-backbones demo detection",
-        description="Train SSDLite (mobilenetv4_conv_small, from scratch) on synthetic shapes "
-        "and report COCO AP on a held-out split.",
-    )
-    parser.add_argument("--out-dir", default="runs/detection", help="data, model and picture go here")
-    parser.add_argument("--backbone", default="mobilenetv4_conv_small", help="backbone preset (random init)")
-    parser.add_argument("--train-images", type=positive_int, default=800)
-    parser.add_argument("--val-images", type=positive_int, default=100)
-    parser.add_argument("--image-size", type=positive_int, default=192)
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument(
-        "--epochs", type=positive_int, default=35, help="schedule length; training stops earlier at --minutes"
-    )
-    parser.add_argument("--minutes", type=positive_float, default=15.0, help="wall-clock budget of training")
-    parser.add_argument("--learning-rate", type=positive_float, default=3e-3, help="peak AdamW learning rate")
-    parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--anchor-size", type=positive_float, default=1.5, help="anchor side / level stride")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--picture", default=None, help="path of the picture (default: OUT_DIR/ssdlite_demo.png)")
-    return parser.parse_args(argv)
+    return detection_parser().parse_args(argv)
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -10,7 +10,6 @@ of predicted masks over held-out images.
 Run: `python examples/train_deeplab.py` or `mnet-backbones demo segmentation`.
 """
 
-import argparse
 import math
 import os
 import sys
@@ -23,7 +22,8 @@ import heads
 from heads.datasets import load_segmentation, make_shapes
 from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
 from heads.segmentation_eval import predict_masks
-from mnet_tools.demos import Stages, TrainingProgress, positive_float, positive_int
+from mnet_tools.demo_options import segmentation_parser
+from mnet_tools.demos import Stages, TrainingProgress
 from mnet_tools.plotting import pyplot
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
@@ -33,30 +33,7 @@ COLOUR_NAMES = ("", "red", "green", "blue")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="mnet-backbones demo segmentation",
-        description="Train DeepLabV3+ (MobileNetV4 conv small, from scratch) on synthetic shapes.",
-    )
-    parser.add_argument("--out-dir", default="runs/segmentation", help="data, model and picture go here")
-    parser.add_argument("--backbone", default="mobilenetv4_conv_small", help="backbone preset (random init)")
-    parser.add_argument("--train-images", type=positive_int, default=1000)
-    parser.add_argument("--val-images", type=positive_int, default=100)
-    parser.add_argument("--image-size", type=positive_int, default=128)
-    parser.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument(
-        "--epochs", type=positive_int, default=40, help="most epochs; training stops at --epochs or --minutes"
-    )
-    parser.add_argument(
-        "--minutes",
-        type=positive_float,
-        default=14.0,
-        help="wall-clock budget of training; the learning rate anneals to 0 by then",
-    )
-    parser.add_argument("--learning-rate", type=positive_float, default=3e-3, help="peak AdamW learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--picture", default=None, help="path of the picture (default: OUT_DIR/deeplab_demo.png)")
-    return parser.parse_args(argv)
+    return segmentation_parser().parse_args(argv)
 
 
 def _budget_schedule(seconds, total_steps, peak_learning_rate, warmup=0.03):
