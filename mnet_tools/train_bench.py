@@ -10,7 +10,8 @@ in images per second:
   an image folder with `keras.utils.image_dataset_from_directory`), on a
   synthetic shapes set (`heads.datasets.make_shapes`) written to a temporary
   folder;
-- step: the train step alone (`fit` on random tensors already in memory);
+- step: the train step alone (`fit` on random tensors already in memory),
+  on the default device without any distribution;
 - pipeline + step: `fit` on the loader's batches;
 - the train step on 2 devices under `mnet_tools.distribute.data_parallel_scope`,
   and its ratio to 1 device. The two are timed in turn, run for run, and
@@ -26,6 +27,7 @@ in its own interpreter (`python -m mnet_tools.train_bench --worker ...`);
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -122,6 +124,29 @@ def synthetic_batch(task, image_size, batch_size, seed=0):
     return images, rng.integers(0, NUM_CLASSES + 1, (batch_size, image_size, image_size, 1)).astype("int32")
 
 
+@contextlib.contextmanager
+def _within(setup):
+    """Back inside the distribution `setup` was made with (none: the default device).
+
+    TensorFlow refuses a model made under one strategy object in another, so
+    the same engine is re-entered rather than a new scope made.
+    """
+    if setup is None or setup.engine is None:
+        yield
+    elif setup.backend == "tensorflow":
+        with setup.engine.scope():
+            yield
+    else:
+        import keras
+
+        previous = keras.distribution.distribution()
+        keras.distribution.set_distribution(setup.engine)
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(previous)
+
+
 def _images_per_second(run, images):
     start = time.perf_counter()
     run()
@@ -144,8 +169,7 @@ def measure(task, preset="mobilenetv3_small_050", image_size=96, batch_size=8, s
     backend = keras.backend.backend()
     images = steps * batch_size
     x, y = synthetic_batch(task, image_size, batch_size * steps)
-    with data_parallel_scope(1):
-        model = build(task, preset, image_size)
+    model = build(task, preset, image_size)
     row = {"task": task, "backend": backend, "image_size": image_size, "batch_size": batch_size}
     with tempfile.TemporaryDirectory() as folder:
         dataset = loader(task, folder, image_size, batch_size).repeat()
@@ -157,8 +181,8 @@ def measure(task, preset="mobilenetv3_small_050", image_size=96, batch_size=8, s
         def both():
             model.fit(dataset.take(steps), epochs=1, shuffle=False, verbose=0)
 
-        def step(on=model, devices=1):
-            with data_parallel_scope(devices):
+        def step(on=model, setup=None):
+            with _within(setup):
                 on.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
 
         for name, run in (("pipeline", pipeline), ("step", step), ("both", both)):
@@ -166,13 +190,13 @@ def measure(task, preset="mobilenetv3_small_050", image_size=96, batch_size=8, s
             row[name] = statistics.median(_images_per_second(run, images) for _ in range(repeats))
     row["step_2"] = row["ratio_2_1"] = None
     if two_devices and backend != "torch":
-        with data_parallel_scope(2):
+        with data_parallel_scope(2) as setup:
             model_2 = build(task, preset, image_size)
-        step(model_2, 2)
+        step(model_2, setup)
         ones, twos = [], []
         for _ in range(repeats):
             ones.append(_images_per_second(step, images))
-            twos.append(_images_per_second(lambda: step(model_2, 2), images))
+            twos.append(_images_per_second(lambda: step(model_2, setup), images))
         row["step_2"] = statistics.median(twos)
         row["ratio_2_1"] = statistics.median(two / one for one, two in zip(ones, twos))
     return row
