@@ -185,13 +185,15 @@ def _tensorflow_scope(num_devices):
 
     workers = tf_config_workers()
     if workers > 1:
-        if num_devices is not None:
-            raise ValueError(
-                f"num_devices={num_devices} with a TF_CONFIG cluster of {workers} workers: each worker uses all "
-                "its devices under MultiWorkerMirroredStrategy; leave num_devices unset."
-            )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         devices = tuple(strategy.extended.worker_devices)
+        # Every worker uses all its devices: num_devices can only confirm the total.
+        if num_devices is not None and num_devices != strategy.num_replicas_in_sync:
+            raise ValueError(
+                f"num_devices={num_devices} but the TF_CONFIG cluster of {workers} workers has "
+                f"{strategy.num_replicas_in_sync} devices in all, each worker using all of its own: "
+                f"pass {strategy.num_replicas_in_sync} or leave num_devices unset."
+            )
     else:
         gpus = tf.config.list_logical_devices("GPU")
         logical = gpus or tf.config.list_logical_devices("CPU")
