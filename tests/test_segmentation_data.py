@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import heads
-from heads.datasets.segmentation import read_mask, segmentation_pairs
+from heads.datasets import read_mask, segmentation_pairs
 from heads.segmentation_eval import confusion_matrix, segmentation_scores
 
 
@@ -171,3 +171,97 @@ def test_load_segmentation_takes_only_a_positive_int_batch_size(voc_set, batch_s
         heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 32, batch_size=batch_size)
     with pytest.raises(ValueError, match="`image_size`"):
         heads.datasets.load_segmentation(str(voc_set / "images"), str(voc_set / "masks"), 0, batch_size=2)
+
+
+# --------------------------------------------------------------------------
+# heads.datasets' public API: what `mnet-backbones train` builds on, documented and runnable.
+def docstring_examples(obj):
+    import re
+    import textwrap
+
+    return [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", obj.__doc__ or "", flags=re.S)]
+
+
+def test_every_public_dataset_function_is_exported_and_has_an_example():
+    for name in heads.datasets.__all__:
+        obj = getattr(heads.datasets, name)
+        if callable(obj):
+            assert obj.__name__ == name, f"heads.datasets.{name} is {obj.__module__}.{obj.__name__}"
+            assert docstring_examples(obj), f"heads.datasets.{name} has no example"
+    public = {name for name in vars(heads.datasets) if not name.startswith("_")}
+    modules = {"coco", "images", "segmentation", "shapes"}  # the submodules, bound as attributes on import
+    assert public - modules == set(heads.datasets.__all__)
+
+
+def run_example(obj, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write their files under ./shapes
+    (block,) = docstring_examples(obj)
+    namespace = {}
+    exec(compile(block, f"<{obj.__name__} docstring>", "exec"), namespace)
+    return namespace
+
+
+def test_coco_dataset_example_runs_and_gives_load_coco_batches(tmp_path, monkeypatch):
+    found = run_example(heads.datasets.coco_dataset, tmp_path, monkeypatch)
+    assert tuple(found["images"].shape) == (2, 64, 64, 3)
+    assert found["targets"]["boxes"].shape[:2] == found["targets"]["labels"].shape[:2]
+    assert found["dataset"].cardinality() == 2
+    same = heads.datasets.load_coco("shapes/annotations.json", "shapes/images", 64, 2)
+    records = found["records"]
+    # Without shuffling: the batches of load_coco, from the same records.
+    mine = heads.datasets.coco_dataset(records, (64, 64), batch_size=2)
+    for (a_images, a_targets), (b_images, b_targets) in zip(mine, same):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_targets["boxes"], b_targets["boxes"])
+
+
+def test_check_pairs_example_runs_and_names_a_mismatched_mask(tmp_path, monkeypatch):
+    found = run_example(heads.datasets.check_pairs, tmp_path, monkeypatch)
+    images, masks = found["images"], found["masks"]
+    Image.new("L", (31, 32)).save(masks[1])
+    with pytest.raises(ValueError, match="must have the size of its image") as caught:
+        heads.datasets.check_pairs(images, masks)
+    assert images[1] in str(caught.value) and masks[1] in str(caught.value)
+
+
+def test_image_tensor_example_runs_and_reads_what_read_image_reads(tmp_path, monkeypatch):
+    found = run_example(heads.datasets.image_tensor, tmp_path, monkeypatch)
+    paths = [path.decode() for path in found["paths"].as_numpy_iterator()]
+    images = list(found["images"].as_numpy_iterator())
+    assert len(images) == 2 and images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
+    for path, image in zip(paths, images):
+        np.testing.assert_array_equal(image, heads.datasets.read_image(path))
+
+
+def test_with_seeds_example_runs_and_repeats_with_the_seed(tmp_path, monkeypatch):
+    found = run_example(heads.datasets.with_seeds, tmp_path, monkeypatch)
+    first = np.stack(list(found["augmented"].as_numpy_iterator()))
+    again = heads.datasets.with_seeds(found["images"], seed=0).map(found["augment"])
+    np.testing.assert_array_equal(np.stack(list(again.as_numpy_iterator())), first)  # a fresh pipeline, same seed
+    second_epoch = np.stack(list(found["augmented"].as_numpy_iterator()))
+    assert not np.array_equal(second_epoch, first)  # a new iterator draws anew
+    seeds = run_example(heads.datasets.split_seed, tmp_path, monkeypatch)
+    flip, crop = np.asarray(seeds["flip_seed"]), np.asarray(seeds["crop_seed"])
+    assert flip.shape == crop.shape == (2,) and not np.array_equal(flip, crop)
+
+
+def test_outside_heads_nothing_imports_a_private_dataset_module():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = []
+    for package in ("mnet_tools", "tests", "examples"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+                offenders += [f"{path.relative_to(root)}: {name}" for name in names if "heads.datasets._" in name]
+    train_imports = [
+        node.module
+        for path in sorted((root / "mnet_tools" / "train").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("heads.datasets")
+    ]
+    assert not offenders, offenders
+    assert train_imports and set(train_imports) == {"heads.datasets"}, train_imports

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from heads.datasets._random import split, with_seeds
+from heads.datasets._random import split_seed, with_seeds
 from heads.datasets.images import QUARTER_TURNS, image_tensor, inspect_image
 from heads.targets import BoxFormatWarning, box_problem_message, box_problems
 from mnet_backbones.validation import check_image_size, check_positive_int
@@ -244,7 +244,7 @@ def _convert_from_xyxy(boxes, bounding_box_format, height, width):
 
 def _scale_jitter_and_flip(image, boxes, labels, height, width, scale_range, seed):
     """Random zoom (resize by s, then random crop/pad back) and horizontal flip; `seed` a stateless seed."""
-    scale_seed, y_seed, x_seed, flip_seed = split(seed, 4)
+    scale_seed, y_seed, x_seed, flip_seed = split_seed(seed, 4)
     scale = tf.random.stateless_uniform((), scale_seed, *scale_range)
     new_height = tf.cast(tf.round(scale * height), tf.int32)
     new_width = tf.cast(tf.round(scale * width), tf.int32)
@@ -356,7 +356,26 @@ def coco_dataset(
     scale_range=(0.75, 1.25),
     seed=None,
 ):
-    """`load_coco`'s batches from `read_coco`'s records (already checked)."""
+    """`load_coco`'s batches from `read_coco`'s records, which it does not check again.
+
+    For a pipeline of one's own over a COCO file read once: `read_coco`
+    checks the file and every image and returns the records (which may be
+    filtered or split first); this turns them into the batches `load_coco`
+    gives, `(images, {"boxes", "labels"})`, with the same resizing, box
+    padding to `max_boxes` and optional `augment` (see `load_coco` for each
+    argument). `image_size` is `(height, width)`; `records` must not be
+    empty. `mnet-backbones train` builds its detection epochs on it.
+
+    Example:
+    ```python
+    import heads
+
+    files = heads.datasets.make_shapes("shapes", num_images=4, image_size=64)
+    records, categories = heads.datasets.read_coco(files["annotations"], files["images"])
+    dataset = heads.datasets.coco_dataset(records, (64, 64), batch_size=2, shuffle=True, seed=0)
+    images, targets = next(iter(dataset))  # (2, 64, 64, 3); targets["boxes"] (2, max_boxes, 4) xyxy
+    ```
+    """
     height, width = image_size
     most = max(len(record["labels"]) for record in records)
     max_boxes = max(most, 1) if max_boxes is None else max_boxes

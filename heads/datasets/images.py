@@ -187,8 +187,21 @@ def read_single_channel(path):
 def image_tensor(path):
     """`read_image` inside a `tf.data` pipeline: a `(height, width, 3)` uint8 tensor.
 
+    `path` is a scalar string tensor. The pixels are Pillow's, as displayed
+    (EXIF orientation applied, any mode made 8-bit RGB): those the loaders
+    and evaluators read (`tf.io.decode_image` would ignore the orientation).
     A file that fails to decode stops iteration with TensorFlow's error
     carrying `read_image`'s message, which names the file.
+
+    Example:
+    ```python
+    import tensorflow as tf
+    import heads
+
+    files = heads.datasets.make_shapes("shapes", num_images=2, image_size=32)
+    paths = tf.data.Dataset.list_files(files["images"] + "/*.png", shuffle=False)
+    images = paths.map(heads.datasets.image_tensor)  # (32, 32, 3) uint8 each
+    ```
     """
 
     def read(path_bytes):

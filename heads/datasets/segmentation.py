@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from heads.datasets._random import split, with_seeds
+from heads.datasets._random import split_seed, with_seeds
 from heads.datasets.images import (
     QUARTER_TURNS,
     image_tensor,
@@ -123,7 +123,20 @@ def check_pairs(image_paths, mask_paths):
     """Checks every file before anything is decoded: complete image files, each mask the size of its image.
 
     Reads headers and end markers only (`inspect_image`), so a broken file or
-    a mismatched pair fails here, naming the files, and not mid-epoch.
+    a mismatched pair fails here, naming the files, and not mid-epoch: an
+    `OSError` (`FileNotFoundError`) for a missing, empty, unreadable or
+    truncated file, a `ValueError` naming both files and their sizes (as
+    displayed, EXIF orientation applied) for a mask of another size than its
+    image. Mask values are not read: `read_mask` checks those.
+
+    Example:
+    ```python
+    import heads
+
+    files = heads.datasets.make_shapes("shapes", num_images=2, image_size=32)
+    images, masks = heads.datasets.segmentation_pairs(files["images"], files["masks"])
+    heads.datasets.check_pairs(images, masks)
+    ```
     """
     for image_path, mask_path in zip(image_paths, mask_paths):
         image, mask = inspect_image(image_path), inspect_image(mask_path)
@@ -207,7 +220,7 @@ def load_segmentation(
 
     def jitter(pair, seed):
         image, mask = pair
-        flip_seed, scale_seed, crop_seed = split(seed, 3)
+        flip_seed, scale_seed, crop_seed = split_seed(seed, 3)
         if tf.random.stateless_uniform((), flip_seed) < 0.5:
             image, mask = image[:, ::-1], mask[:, ::-1]
         scale = tf.random.stateless_uniform((), scale_seed, low, high)

@@ -19,16 +19,19 @@ import os
 
 import tensorflow as tf
 
-from heads.datasets._random import split, with_seeds
-from heads.datasets.coco import coco_dataset, read_coco
-from heads.datasets.images import image_tensor, inspect_image
-from heads.datasets.segmentation import (
+from heads.datasets import (
     IMAGE_EXTENSIONS,
     check_pairs,
+    coco_dataset,
+    image_tensor,
+    inspect_image,
     load_segmentation,
+    read_coco,
     read_mask,
     segmentation_pairs,
+    with_seeds,
 )
+from heads.datasets import split_seed as split
 
 SEGMENTATION_SCALE_RANGE = (0.5, 2.0)
 # Random-resized-crop area range of the classification augmentation (Inception's 0.08 is for ImageNet-length runs).
