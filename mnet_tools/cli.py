@@ -825,9 +825,9 @@ def add_train(subcommands):
         help="train a classifier, detector or segmenter on your data (resumable)",
         description="Train on your data: classification from a folder with one subfolder per class, detection "
         "from COCO JSON, segmentation from image and mask folders. Validates after every epoch (top-1/top-5, "
-        "COCO AP/AP50, mIoU) and keeps OUT_DIR: config.json, last/ and best.keras (+ best_preset/) written "
-        "atomically, metrics.csv, tensorboard/. Run the same command again to resume after a crash or kill; "
-        "another configuration on the same OUT_DIR is refused.",
+        "COCO AP/AP50, mIoU) and keeps OUT_DIR: config.json, last/ and best.keras (+ best_preset/, and with "
+        "--export-litert best.tflite) written atomically, metrics.csv, tensorboard/. Run the same command again "
+        "to resume after a crash or kill; another configuration on the same OUT_DIR is refused.",
     )
     parser.add_argument("task", choices=sorted(TRAIN_DATA), metavar="{" + ",".join(sorted(TRAIN_DATA)) + "}")
     data = " | ".join(f"{task}: {' '.join(parts)}" for task, parts in TRAIN_DATA.items())
@@ -871,6 +871,13 @@ def add_train(subcommands):
     parser.add_argument(
         "--stop-after", type=positive_int, metavar="EPOCHS", help="stop after this many epochs (resume later)"
     )
+    parser.add_argument(
+        "--export-litert",
+        action="store_true",
+        help="after the last epoch, also write the best model as OUT_DIR/best.tflite (LiteRT float32, as "
+        "`export` writes it; a detector's best_postprocess.npz beside it); kept if already that of best.keras. "
+        "Needs KERAS_BACKEND=tensorflow",
+    )
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     parser.set_defaults(run=run_train, announce="loading Keras and TensorFlow...")
 
@@ -891,7 +898,8 @@ def run_train(args):
             learning_rate=args.learning_rate, weight_decay=args.weight_decay, momentum=args.momentum,
             warmup_epochs=args.warmup_epochs, frozen_epochs=args.frozen_epochs,
             mixed_precision=args.mixed_precision, augment=args.augment, seed=args.seed, devices=args.devices,
-            deterministic=args.deterministic, stop_after_epochs=args.stop_after, verbose=2 if args.quiet else 1,
+            deterministic=args.deterministic, stop_after_epochs=args.stop_after, export_litert=args.export_litert,
+            verbose=2 if args.quiet else 1,
         )  # fmt: skip
     except (ValueError, TypeError) as error:
         raise CommandError(str(error)) from None
@@ -902,6 +910,8 @@ def run_train(args):
         else (f"best {best['metric']} {best['score']:.4f} at epoch {best['epoch']}")
     )
     print(f"{result['out_dir']}: {result['epochs_done']}/{args.epochs} epochs, {best_text}")
+    if result.get("litert"):
+        print(f"LiteRT: {result['litert']}")
     return 0
 
 

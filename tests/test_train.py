@@ -4,6 +4,7 @@ Small on purpose: a handful of 32-64 px images, one or two epochs, MobileNetV1 0
 """
 
 import hashlib
+import json
 import math
 import os
 import subprocess
@@ -337,11 +338,23 @@ def test_detection_end_to_end(shapes, tmp_path):
     out_dir = tmp_path / "detection"
     command = ["train", "detection", "--train", train_files["annotations"], train_files["images"], "--val",
                val_files["annotations"], val_files["images"], "--out-dir", str(out_dir), "--head", "ssdlite"]  # fmt: skip
-    assert cli.main(command + COMMON) == 0
+    on_tf = keras.backend.backend() == "tensorflow"
+    assert cli.main(command + COMMON + (["--export-litert"] if on_tf else [])) == 0
     header = open(out_dir / "metrics.csv").read().splitlines()[0].split(",")
     assert {"AP", "AP50", "loss"} <= set(header)
     detector = heads.SSDLiteObjectDetector.from_preset(str(out_dir / "best_preset"))
     assert detector.num_classes == 3
+    if on_tf:
+        # A detector exports as raw outputs plus its post-processing settings, one pair (mnet_tools.detection_export).
+        from mnet_tools import detection_export, export
+
+        assert {"best.tflite", "best_postprocess.npz"} <= set(os.listdir(out_dir))
+        best = keras.models.load_model(out_dir / "best.keras", compile=False)
+        images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+        report = export.compare(best, out_dir / "best.tflite", images)
+        assert report["max_relative_error"] < 1e-3, report
+        detections = detection_export.run_litert(out_dir / "best.tflite", images)
+        assert detections["boxes"].shape[:2] == detections["labels"].shape == (2, best.max_detections)
 
 
 def test_segmentation_end_to_end(shapes, tmp_path):
@@ -356,6 +369,68 @@ def test_segmentation_end_to_end(shapes, tmp_path):
     assert {"mIoU", "pixel_accuracy", "loss"} <= set(header)
     segmenter = keras_hub.models.ImageSegmenter.from_preset(str(out_dir / "best_preset"))
     assert segmenter.num_classes == 4
+
+
+# --------------------------------------------------------------------------
+# --export-litert: best.keras as best.tflite once the run is done, written once.
+@on_tensorflow
+def test_export_litert_writes_the_best_model_once_and_again_if_missing(folders, tmp_path, monkeypatch, capsys):
+    from mnet_tools import export, litert
+    from mnet_tools.train import checkpoints
+
+    out_dir = tmp_path / "exported"
+    command = classification_command(folders, out_dir, "--export-litert", "--stop-after", "1")
+    command[command.index("--frozen-epochs") + 1] = "0"
+    assert cli.main(command) == 0
+    assert not (out_dir / "best.tflite").exists()  # not before the last epoch
+    assert cli.main(command) == 0  # epoch 2 of 2, then the export
+    assert f"LiteRT: {out_dir / 'best.tflite'}" in capsys.readouterr().out
+    assert {"best.tflite", "best_litert.json"} <= set(os.listdir(out_dir))
+    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]  # no temporaries left
+
+    # The file runs in LiteRT and gives the Keras best model's logits (the file takes normalised pixels).
+    model, normalize = export.load_model(str(out_dir / "best.keras"))
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    (logits,) = litert.run(out_dir / "best.tflite", normalize(pixels))
+    expected = model.predict(pixels, verbose=0)  # the classifier's preprocessor normalises
+    assert logits.shape == expected.shape == (3, 3)
+    np.testing.assert_allclose(logits, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())), rtol=0)
+
+    # A finished run called again exports nothing: its file is already that of best.keras.
+    before = folder_digest(out_dir)
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "export_model", no_export)
+        result = train(
+            "classification", [folders["train"]], [folders["val"]], out_dir, preset=PRESET, load_weights=False,
+            image_size=32, epochs=2, batch_size=4, warmup_epochs=0.5, frozen_epochs=0, learning_rate=0.01,
+            export_litert=True, verbose=0,
+        )  # fmt: skip
+    assert result["epochs_done"] == 2 and result["litert"] == str(out_dir / "best.tflite")
+    unchanged = {name: digest for name, digest in folder_digest(out_dir).items() if name.startswith("best")}
+    assert unchanged == {name: digest for name, digest in before.items() if name.startswith("best")}
+
+    # Missing, or not from this best.keras (the record names another): out of date, exported again.
+    assert checkpoints.best_litert_is_current(out_dir)
+    (out_dir / "best.tflite").unlink()
+    assert not checkpoints.best_litert_is_current(out_dir)
+    assert cli.main(command) == 0
+    assert folder_digest(out_dir)["best.tflite"] == before["best.tflite"]
+    record = json.loads((out_dir / "best_litert.json").read_text())
+    record["best_keras_sha256"] = "0" * 64
+    (out_dir / "best_litert.json").write_text(json.dumps(record))
+    assert not checkpoints.best_litert_is_current(out_dir)
+
+
+def test_export_litert_off_tensorflow_is_refused_before_any_work(folders, tmp_path, monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="--export-litert converts through TensorFlow.*KERAS_BACKEND=tensorflow"):
+        train("classification", [folders["train"]], [folders["val"]], tmp_path / "run", preset=PRESET,
+              load_weights=False, epochs=1, warmup_epochs=0, export_litert=True)  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 def test_paper_head_data_count_the_background_as_zero(shapes, tmp_path):

@@ -5,7 +5,8 @@
 epoch by epoch with a cosine-with-warmup schedule, validates after every
 epoch (top-1/top-5, COCO AP/AP50 or mIoU), and keeps a run folder
 (`mnet_tools.train.checkpoints`): the configuration, the last and best
-checkpoints, `metrics.csv` and TensorBoard scalars.
+checkpoints, `metrics.csv` and TensorBoard scalars, and with `export_litert`
+the best model as `best.tflite`.
 
 Resuming: run the same call again on the same folder; it continues after
 the last completed epoch with the same weights, optimizer state, schedule
@@ -223,6 +224,7 @@ def train(
     devices=None,
     deterministic=False,
     stop_after_epochs=None,
+    export_litert=False,
     verbose=1,
 ):
     """Trains a task on the user's data in `out_dir`, or resumes the run there.
@@ -268,10 +270,22 @@ def train(
             bit-reproducible resumes).
         stop_after_epochs: stop after this many epochs in this call (a
             time-boxed job); calling again resumes. Not part of the configuration.
+        export_litert: once the run has done all its epochs, also export
+            `best.keras` to `out_dir/best.tflite` (LiteRT float32 at
+            `image_size`, through `mnet_tools.export`; a detector's
+            post-processing settings beside it as `best_postprocess.npz`),
+            written atomically. Calling again on a finished run exports only
+            if those files are missing or were not made from the present
+            `best.keras` (`checkpoints.export_best_litert`). Needs the
+            TensorFlow backend (checked before training). Not part of the
+            configuration.
         verbose: 0 silent, 1 progress bar and stage lines, 2 one line per epoch.
 
     Returns:
-        `{"out_dir", "epochs_done", "best", "history"}`.
+        `{"out_dir", "epochs_done", "best", "history", "model", "litert"}`:
+        `model` the model as after the last epoch done, `litert` the path of
+        `best.tflite` (None without `export_litert`, before the last epoch,
+        or with no best model: no finite validation score).
 
     Example:
     ```python
@@ -293,6 +307,12 @@ def train(
 
     from mnet_tools.train.data import EpochData
 
+    if export_litert and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"--export-litert converts through TensorFlow, but Keras runs on {keras.backend.backend()!r}: run "
+            "with KERAS_BACKEND=tensorflow, or train without it and export best.keras later with "
+            "`mnet-backbones export`."
+        )
     _log(f"checking the {task} data", verbose)
     data = EpochData(config)
     if config.task == "segmentation" and config.num_classes is None and config.from_model is None:
@@ -319,9 +339,30 @@ def train(
         keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
     try:
         with _device_scope(devices, config.batch_size) as sync_batch_norm:
-            return _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose)
+            result = _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    # Outside the device scope: the export loads best.keras afresh, as any user of the file would.
+    result["litert"] = _export_best_litert(config, result, verbose) if export_litert else None
+    return result
+
+
+def _export_best_litert(config, result, verbose):
+    """`best.tflite` of a finished run, exported unless it is already that of `best.keras`; its path or None."""
+    from mnet_tools.train import checkpoints
+
+    if result["epochs_done"] < config.epochs:
+        _log(f"best.tflite is exported after the last epoch ({result['epochs_done']}/{config.epochs} done)", verbose)
+        return None
+    if result["best"] is None:
+        _log("no finite validation score, so no best model: best.tflite not written", verbose)
+        return None
+    out_dir = result["out_dir"]
+    if checkpoints.best_litert_is_current(out_dir):
+        _log("best.tflite is up to date with best.keras", verbose)
+    else:
+        _log("exporting best.keras to best.tflite", verbose)
+    return checkpoints.export_best_litert(out_dir, config.image_size)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,10 @@
                            and progress.json (epochs done, history, best score)
       best.keras           the best model by the validation score
       best_preset/         the same as a keras-hub preset folder (`save_to_preset`)
+      best.tflite          with --export-litert: best.keras as LiteRT float32, after
+                           the last epoch (`export_best_litert`); a detector's
+                           post-processing settings beside it, best_postprocess.npz
+      best_litert.json     which best.keras those were exported from (SHA-256s)
       metrics.csv          one row per epoch (rewritten whole from `last/`)
       tensorboard/         per-epoch scalars
 
@@ -20,9 +24,11 @@ when a run starts (`remove_leftovers`).
 
 import csv
 import glob
+import hashlib
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 
@@ -33,6 +39,8 @@ STATE_FILE = "state.npz"
 PROGRESS_FILE = "progress.json"
 BEST_MODEL = "best.keras"
 BEST_PRESET = "best_preset"
+BEST_LITERT = "best.tflite"
+LITERT_RECORD = "best_litert.json"
 METRICS_CSV = "metrics.csv"
 
 
@@ -133,6 +141,77 @@ def save_best(folder, model, sync_batch_norm=False):
     finally:
         if sync_batch_norm:
             synchronize_batch_norm(model, True)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def best_litert_is_current(folder):
+    """Whether `best.tflite` (and a detector's settings) were exported from the `best.keras` now in `folder`.
+
+    `best_litert.json`, written after the export, holds the SHA-256 of the
+    `best.keras` exported and of every file written; any file missing or
+    changed since (a new best, a kill between the export and the record, a
+    file copied over) makes it out of date.
+    """
+    record_path = os.path.join(folder, LITERT_RECORD)
+    best = os.path.join(folder, BEST_MODEL)
+    if not (os.path.isfile(record_path) and os.path.isfile(best)):
+        return False
+    try:
+        record = files.read_json(record_path)
+    except (OSError, ValueError):
+        return False
+    written = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(written, dict) or BEST_LITERT not in written or record.get("best_keras_sha256") != _sha256(best):
+        return False
+    return all(os.path.isfile(os.path.join(folder, name)) and _sha256(os.path.join(folder, name)) == digest
+               for name, digest in written.items())  # fmt: skip
+
+
+def export_best_litert(folder, image_size):
+    """Exports `folder/best.keras` to `folder/best.tflite` (LiteRT float32, `image_size` square); returns its path.
+
+    Skipped when `best_litert_is_current`. The export is `mnet_tools.export`'s
+    (`mnet-backbones export`): the file is written under a temporary name and
+    renamed when complete, and a detector's `.tflite` and post-processing
+    settings (`best_postprocess.npz`, `mnet_tools.detection_export`) are
+    written as one pair. `best_litert.json` is written last, so a kill at any
+    point leaves either the old files or the new ones, and at worst a
+    record that no longer matches, which exports again on the next call.
+    """
+    path = os.path.join(folder, BEST_LITERT)
+    if best_litert_is_current(folder):
+        return path
+    import keras
+
+    from mnet_tools import detection_export, export
+
+    best = os.path.join(folder, BEST_MODEL)
+    files.check_keras_file(best)
+    with warnings.catch_warnings():
+        # A keras-hub task compiles a default optimizer when it is built, and Keras then warns that the
+        # saved training optimizer's state does not fit it: that state is not exported anyway.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.models.load_model(best, compile=False)
+    export.export_model(model, path, "litert", image_size=(image_size, image_size))
+    written = [BEST_LITERT]
+    settings = detection_export.settings_path(path)
+    if os.path.isfile(settings):
+        written.append(os.path.basename(settings))
+    record = {
+        "best_keras_sha256": _sha256(best),
+        "files": {name: _sha256(os.path.join(folder, name)) for name in written},
+    }
+    with files.atomic_file(os.path.join(folder, LITERT_RECORD)) as partial:
+        with open(partial, "w") as file:
+            json.dump(record, file, indent=2)
+    return path
 
 
 def write_metrics_csv(folder, history):
