@@ -5,6 +5,7 @@
     mnet-backbones convert SOURCE OUT_DIR
     mnet-backbones demo detection|segmentation [DEMO OPTIONS]
     mnet-backbones bench [PRESETS...] [--repeats N] [--plot PNG] [--quick]
+    mnet-backbones bench --train [TRAIN BENCH OPTIONS]
     mnet-backbones export MODEL OUT [--format litert|onnx] [--int8 --calibration-data DIR]
     mnet-backbones train classification|detection|segmentation --train ... --val ... --out-dir DIR [OPTIONS]
 
@@ -542,7 +543,8 @@ def bench_description():
         "reference resolution) in Keras TensorFlow graph mode and in LiteRT float32 and "
         "int8, next to keras.applications' model of the same architecture for V1-V3, "
         "and print the medians and ratios as markdown tables. Needs KERAS_BACKEND="
-        f"tensorflow. Default presets: {' '.join(bench.DEFAULT_PRESETS)}."
+        f"tensorflow. Default presets: {' '.join(bench.DEFAULT_PRESETS)}. With --train, training "
+        "throughput instead, on every backend."
     )
 
 
@@ -595,7 +597,16 @@ def add_bench(subcommands):
         metavar="NAME=PATH",
         help="with --pretrained: time NAME with the weights in the .pth at PATH (default: random weights)",
     )
-    parser.set_defaults(run=run_bench)
+    parser.add_argument(
+        "--train",
+        dest="train_bench",
+        nargs=argparse.REMAINDER,
+        help="instead: training throughput, images/s of the input pipeline, the train step and both, and 1 vs 2 "
+        "devices, per task and backend, each backend in its own process (mnet_tools.train_bench). Everything "
+        "after --train is its options: `bench --train --help` lists them",
+    )
+    own_defaults = vars(parser.parse_args([]))
+    parser.set_defaults(run=run_bench, bench_defaults=own_defaults)
 
 
 def require_tensorflow(command, why):
@@ -605,7 +616,66 @@ def require_tensorflow(command, why):
         raise CommandError(f"{command} {why}; run it with KERAS_BACKEND=tensorflow (now {keras.backend.backend()!r}).")
 
 
+class _UsageErrorCatcher:
+    """Stands in for `sys.stderr` around another module's parser: its usage text and error line are held back.
+
+    argparse writes a usage error as two writes, the usage and then
+    "PROG: error: MESSAGE"; those are kept in `held`, everything else passes
+    straight through (a long run's progress is not delayed).
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.held = []
+
+    def write(self, text):
+        if text.startswith("usage:") or (self.held and ": error: " in text):
+            self.held.append(text)
+            return len(text)
+        return self.stream.write(text)
+
+    def error(self):
+        """The held error's message, or None."""
+        lines = [text for text in self.held if ": error: " in text]
+        return lines[-1].split(": error: ", 1)[1].strip() if lines else None
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def run_train_bench(args):
+    """`bench --train OPTIONS`: `mnet_tools.train_bench`'s own command line, its usage errors in one line.
+
+    Its workers start their backends in their own interpreters; this process loads no Keras.
+    """
+    renamed = {"presets": "PRESET", "peers": "--no-peers", "int8": "--no-int8"}
+    mixed = [renamed.get(dest, "--" + dest.replace("_", "-")) for dest, default in args.bench_defaults.items()
+             if dest != "train_bench" and getattr(args, dest) != default]  # fmt: skip
+    if mixed:
+        raise CommandError(
+            f"--train runs the training benchmark alone, without the inference bench's {', '.join(mixed)}; "
+            "put the training benchmark's own options after --train (`bench --train --help` lists them)."
+        )
+    from mnet_tools import train_bench
+
+    catcher = _UsageErrorCatcher(sys.stderr)
+    try:
+        with contextlib.redirect_stderr(catcher):
+            status = train_bench.main(args.train_bench)
+    except SystemExit as exit:
+        if exit.code == 2 and catcher.error():
+            raise CommandError(f"--train: {catcher.error()} (`bench --train --help` lists the options)") from None
+        sys.stderr.write("".join(catcher.held))
+        raise
+    except RuntimeError as error:  # a backend's worker failed; its own error is printed above
+        print(f"{PROG} bench: error: --train: {one_line(error)}", file=sys.stderr)
+        return 1
+    return status or 0
+
+
 def run_bench(args):
+    if args.train_bench is not None:
+        return run_train_bench(args)
     require_tensorflow("bench", "times TensorFlow graph mode and LiteRT")
     from mnet_tools import bench
 
@@ -959,7 +1029,8 @@ def main(argv=None):
             print(f"[{PROG} {args.command}] {args.announce}", file=sys.stderr, flush=True)
         if getattr(args, "pretrained", None) is not None:
             import_torch_first()
-        start_keras()
+        if getattr(args, "train_bench", None) is None:  # bench --train starts each backend in its own process
+            start_keras()
         return args.run(args)
     except CommandError as error:
         print(f"{PROG} {args.command}: error: {one_line(error)}", file=sys.stderr)

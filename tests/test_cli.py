@@ -190,6 +190,79 @@ def test_demo_without_a_name_names_the_demos(capsys):
     assert "demo_options" not in error and "demo_args" not in error
 
 
+# --------------------------------------------------------------------------
+# bench --train: mnet_tools.train_bench's command line, behind the CLI's.
+def test_bench_help_lists_the_training_benchmark(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--train ... instead: training throughput" in help_text and "`bench --train --help`" in help_text
+
+
+def test_bench_train_forwards_its_options_to_the_training_benchmark(monkeypatch, capsys):
+    from mnet_tools import train_bench
+
+    received = []
+    monkeypatch.setattr(train_bench, "main", lambda argv: received.append(argv) or 0)
+    assert cli.main(["bench", "--train", "--tasks", "ssdlite", "--backends", "jax", "--image-size", "320"]) == 0
+    assert cli.main(["bench", "--train"]) == 0
+    assert received == [["--tasks", "ssdlite", "--backends", "jax", "--image-size", "320"], []]
+
+    def failed_worker(argv):
+        raise RuntimeError("the jax run failed (exit 1); its error is printed above.")
+
+    monkeypatch.setattr(train_bench, "main", failed_worker)
+    capsys.readouterr()
+    assert cli.main(["bench", "--train", "--backends", "jax"]) == 1
+    assert (
+        capsys.readouterr().err
+        == "mnet-backbones bench: error: --train: the jax run failed (exit 1); its error is printed above.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train", "--tasks", "yolo"], "--train: argument --tasks: invalid choice: 'yolo'"),
+        (["--train", "--image-size", "0"], "--train: --image-size must be a positive int, got 0"),
+        (["--train", "--repeats", "many"], "--train: argument --repeats: invalid int value: 'many'"),
+        (["--train", "--bogus"], "--train: unrecognized arguments: --bogus"),
+        (["--quick", "--train"], "without the inference bench's --quick"),
+        (["mobilenetv1_025", "--no-int8", "--train", "--tasks", "ssdlite"], "bench's PRESET, --no-int8;"),
+    ],
+)
+def test_bench_train_bad_options_are_one_line_errors(argv, message, capsys):
+    assert cli.main(["bench", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("mnet-backbones bench: error: ")
+    assert message in captured.err
+
+
+def test_bench_train_help_and_errors_load_no_keras():
+    import subprocess
+
+    script = (
+        "import sys\n"
+        "from mnet_tools import cli\n"
+        "try:\n"
+        "    cli.main(['bench', '--train', '--help'])\n"
+        "except SystemExit as exit:\n"
+        "    print('HELP EXIT', exit.code)\n"
+        "print('ERROR STATUS', cli.main(['bench', '--train', '--backends', 'numpy']))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'keras_hub', 'jax',\n"
+        "                                                             'torch', 'mnet_backbones'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != cli.TF_LOG_LEVEL}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "HELP EXIT 0" in result.stdout and "ERROR STATUS 2" in result.stdout
+    assert "--tasks" in result.stdout and "--backends" in result.stdout  # the training benchmark's own options
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'numpy'" in result.stderr, result.stderr
+
+
 def test_the_export_arguments_are_what_export_takes():
     # The CLI declares them without importing mnet_tools.export (and Keras).
     assert cli.EXPORT_SUFFIXES == export.SUFFIXES
