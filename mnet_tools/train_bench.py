@@ -4,15 +4,16 @@ A benchmark, not a test: it prints a markdown table of medians and asserts
 nothing about speed. Per task (classifier, SSDLite, DeepLabV3+) and backend,
 in images per second:
 
-- pipeline: batches drawn from the loaders training reads, with their
-  augmentation (`heads.datasets.load_coco` for detection,
-  `heads.datasets.load_segmentation` for segmentation; the classifier reads
-  an image folder with `keras.utils.image_dataset_from_directory`), on a
-  synthetic shapes set (`heads.datasets.make_shapes`) written to a temporary
-  folder;
-- step: the train step alone (`fit` on random tensors already in memory),
-  on the default device without any distribution;
-- pipeline + step: `fit` on the loader's batches;
+- pipeline: one epoch's batches of `mnet-backbones train` (the epoch
+  dataset of `mnet_tools.train.data.EpochData`, with `train`'s default
+  augmentation: for SSDLite torchvision's recipe of photometric distortion,
+  zoom out, IoU crop and flip; for DeepLabV3+ scale, crop and flip; for
+  the classifier random resized crop and flip), on a synthetic shapes set
+  (`heads.datasets.make_shapes`) written to a temporary folder;
+- step: `train`'s train step alone (its model and optimizer, `fit` on
+  random tensors already in memory), on the default device without any
+  distribution;
+- pipeline + step: `fit` on the epoch's batches, as `train` runs an epoch;
 - the train step on 2 devices under `mnet_tools.distribute.data_parallel_scope`,
   and its ratio to 1 device. The two are timed in turn, run for run, and
   the ratio is the median of the ratios of neighbouring runs, so that a slow
@@ -60,54 +61,65 @@ def _check_positive(name, value):
     return value
 
 
-def build(task, preset, image_size):
-    """The task's model from `preset` (random weights), compiled as for training."""
-    import keras
+# The bench's task names and `mnet_tools.train`'s task and head for them.
+TRAIN_TASKS = {
+    "classifier": ("classification", "classifier"),
+    "ssdlite": ("detection", "ssdlite"),
+    "deeplabv3plus": ("segmentation", "deeplabv3plus"),
+}
 
-    import heads
-    from mnet_backbones import MobileNetImageClassifier
 
-    if task == "classifier":
-        model = MobileNetImageClassifier.from_preset(preset, num_classes=NUM_CLASSES, load_weights=False)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy")
-    elif task == "ssdlite":
-        model = heads.create_ssdlite(preset, num_classes=NUM_CLASSES, image_size=image_size, load_weights=False)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    elif task == "deeplabv3plus":
-        # The shapes masks hold the background 0 and the three shapes.
-        model = heads.create_deeplabv3plus(
-            preset, num_classes=NUM_CLASSES + 1, image_size=image_size, load_weights=False
-        )
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    else:
+def _check_task(task):
+    if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    return model
+    return task
 
 
-def loader(task, folder, image_size, batch_size):
-    """The task's training input pipeline over a shapes set written under `folder`."""
+def train_data(task, folder, preset, image_size, batch_size, num_images):
+    """`mnet_tools.train`'s checked data (`EpochData`) of `task` over a shapes set written under `folder`.
+
+    The configuration is `train`'s with its defaults (augmentation on, seed
+    0) and the preset's random weights; validation reads the training set
+    (the bench never validates). The set holds `num_images` images, and at
+    least one per class.
+    """
     import heads
+    from mnet_tools.train.config import TrainConfig
+    from mnet_tools.train.data import EpochData
 
-    paths = heads.datasets.make_shapes(os.path.join(folder, "shapes"), 4 * batch_size, image_size, seed=0)
-    if task == "ssdlite":
-        return heads.datasets.load_coco(
-            paths["annotations"], paths["images"], image_size, batch_size, shuffle=True, augment=True, seed=0
-        )
-    if task == "deeplabv3plus":
-        return heads.datasets.load_segmentation(
-            paths["images"], paths["masks"], image_size, batch_size, shuffle=True, augment=True, seed=0
-        )
-    import keras
+    train_task, head = TRAIN_TASKS[_check_task(task)]
+    num_images = max(num_images, NUM_CLASSES)
+    paths = heads.datasets.make_shapes(os.path.join(folder, "shapes"), num_images, image_size, seed=0)
+    if train_task == "detection":
+        data = (paths["annotations"], paths["images"])
+    elif train_task == "segmentation":
+        data = (paths["images"], paths["masks"])
+    else:
+        # An image folder, one subfolder per class, as classification training reads.
+        classes = os.path.join(folder, "classes")
+        for i, name in enumerate(sorted(os.listdir(paths["images"]))):
+            target = os.path.join(classes, f"class_{i % NUM_CLASSES}")
+            os.makedirs(target, exist_ok=True)
+            os.symlink(os.path.join(paths["images"], name), os.path.join(target, name))
+        data = (classes,)
+    config = TrainConfig(
+        task=train_task, train_data=data, val_data=data, preset=preset, load_weights=False, head=head,
+        # The shapes masks hold the background 0 and the three shapes.
+        num_classes=NUM_CLASSES + 1 if train_task == "segmentation" else None,
+        image_size=image_size, batch_size=batch_size, epochs=100,
+    )  # fmt: skip
+    return EpochData(config)
 
-    # An image folder, one subfolder per class, as classification training reads.
-    classes = os.path.join(folder, "classes")
-    for i, name in enumerate(sorted(os.listdir(paths["images"]))):
-        target = os.path.join(classes, f"class_{i % NUM_CLASSES}")
-        os.makedirs(target, exist_ok=True)
-        os.symlink(os.path.join(paths["images"], name), os.path.join(target, name))
-    return keras.utils.image_dataset_from_directory(
-        classes, image_size=(image_size, image_size), batch_size=batch_size, shuffle=True, seed=0, verbose=False
-    )
+
+def build(data):
+    """`train`'s model for `data` (random weights), compiled with `train`'s optimizer and schedule."""
+    from mnet_tools.train import build_model
+    from mnet_tools.train.optim import make_optimizer
+
+    config = data.config
+    model = build_model(config, data, config.num_classes or data.num_classes)
+    model.compile(optimizer=make_optimizer(config, model, data.steps_per_epoch))
+    return model
 
 
 def synthetic_batch(task, image_size, batch_size, seed=0):
@@ -156,49 +168,56 @@ def _images_per_second(run, images):
 def measure(task, preset="mobilenetv3_small_050", image_size=96, batch_size=8, steps=4, repeats=3, two_devices=True):
     """One row of the table for the current backend, as a dict of medians.
 
-    `steps` batches per timed run, `repeats` timed runs after one warm-up
-    run (which compiles). With `two_devices`, the train step is also timed
-    on 2 devices, in turn with 1.
+    A timed run is one epoch of `mnet_tools.train`: its epoch dataset
+    (`EpochData.train_dataset(epoch)`, built fresh for each epoch as `train`
+    does, so the pipeline's start is in the time) over a shapes set of
+    `steps` batches. `repeats` timed runs, each a new epoch, after one
+    warm-up run (which compiles). With `two_devices`, the train step is
+    also timed on 2 devices, in turn with 1.
     """
     import keras
 
     from mnet_tools.distribute import data_parallel_scope
 
+    _check_task(task)
     for name, value in (("image_size", image_size), ("batch_size", batch_size), ("steps", steps), ("repeats", repeats)):
         _check_positive(name, value)
     backend = keras.backend.backend()
     images = steps * batch_size
     x, y = synthetic_batch(task, image_size, batch_size * steps)
-    model = build(task, preset, image_size)
     row = {"task": task, "backend": backend, "image_size": image_size, "batch_size": batch_size}
     with tempfile.TemporaryDirectory() as folder:
-        dataset = loader(task, folder, image_size, batch_size).repeat()
+        data = train_data(task, folder, preset, image_size, batch_size, images)
+        model = build(data)
+        epochs = iter(range(1 << 30))
 
         def pipeline():
-            for _ in dataset.take(steps):
+            for _ in data.train_dataset(next(epochs)):
                 pass
 
         def both():
-            model.fit(dataset.take(steps), epochs=1, shuffle=False, verbose=0)
+            model.fit(data.train_dataset(next(epochs)), epochs=1, shuffle=False, verbose=0)
 
         def step(on=model, setup=None):
             with _within(setup):
                 on.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
 
-        for name, run in (("pipeline", pipeline), ("step", step), ("both", both)):
+        # An epoch holds `images`, or one image per class where that is more.
+        for name, run, count in (("pipeline", pipeline, data.num_examples), ("step", step, images),
+                                 ("both", both, data.num_examples)):  # fmt: skip
             run()  # warm-up: compiles, fills caches
-            row[name] = statistics.median(_images_per_second(run, images) for _ in range(repeats))
-    row["step_2"] = row["ratio_2_1"] = None
-    if two_devices and backend != "torch":
-        with data_parallel_scope(2) as setup:
-            model_2 = build(task, preset, image_size)
-        step(model_2, setup)
-        ones, twos = [], []
-        for _ in range(repeats):
-            ones.append(_images_per_second(step, images))
-            twos.append(_images_per_second(lambda: step(model_2, setup), images))
-        row["step_2"] = statistics.median(twos)
-        row["ratio_2_1"] = statistics.median(two / one for one, two in zip(ones, twos))
+            row[name] = statistics.median(_images_per_second(run, count) for _ in range(repeats))
+        row["step_2"] = row["ratio_2_1"] = None
+        if two_devices and backend != "torch":
+            with data_parallel_scope(2) as setup:
+                model_2 = build(data)
+            step(model_2, setup)
+            ones, twos = [], []
+            for _ in range(repeats):
+                ones.append(_images_per_second(step, images))
+                twos.append(_images_per_second(lambda: step(model_2, setup), images))
+            row["step_2"] = statistics.median(twos)
+            row["ratio_2_1"] = statistics.median(two / one for one, two in zip(ones, twos))
     return row
 
 
@@ -250,8 +269,7 @@ def run(
 ):
     """Measures every task on every backend, each backend in its own interpreter; returns the rows."""
     for task in tasks:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+        _check_task(task)
     for backend in backends:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
