@@ -26,6 +26,9 @@ Modules:
   named as in `feature_taps` (`heads.tap_segmenter`);
   `heads.torchvision_segmentation` loads torchvision's checkpoints of them
   (`load_torchvision_segmenter`, the built-in `*_voc` names).
+- `heads.losses`: `MaskedSparseCrossentropy` (the segmenters' default loss) and
+  `sum_over_replicas`: losses normalised by counts of the global batch, so
+  that several devices take the step of one.
 - `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
 - `heads.pyramid`: how a head takes a backbone (checks, the pyramid model,
   a preset name's backbone).

@@ -26,6 +26,7 @@ from keras import ops
 # Registers the MobileNet backbones and presets, so that saved segmenters on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
+from heads.losses import IGNORE_LABEL, MaskedSparseCrossentropy
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from heads.tasks import PyramidImageSegmenter
@@ -36,7 +37,6 @@ from mnet_backbones.validation import check_image_size, check_positive_int
 
 # DeepLabV3's atrous rates at output stride 16 (Chen et al., 2017).
 ATROUS_RATES_AT_16 = (6, 12, 18)
-IGNORE_LABEL = 255
 
 
 def atrous_rates_for(output_stride):
@@ -323,14 +323,15 @@ class DeepLabV3PlusSegmenter(PyramidImageSegmenter):
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Configures training; "auto" picks the segmentation defaults.
 
-        Defaults: `Adam(1e-3)`; `SparseCategoricalCrossentropy(from_logits=True,
-        ignore_class=255)`; `MeanIoU(num_classes, ignore_class=255)` on the
-        argmax of the logits.
+        Defaults: `Adam(1e-3)`; `heads.losses.MaskedSparseCrossentropy()`
+        (softmax cross-entropy averaged over the pixels not labelled 255,
+        counted over the global batch on several devices);
+        `MeanIoU(num_classes, ignore_class=255)` on the argmax of the logits.
         """
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(1e-3)
         if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_LABEL)
+            loss = MaskedSparseCrossentropy(ignore_class=IGNORE_LABEL)
         if metrics == "auto":
             metrics = segmentation_metrics(self.num_classes)
         # Skip ImageSegmenter.compile: its defaults are one-hot (categorical) ones.

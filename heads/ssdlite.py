@@ -29,6 +29,7 @@ from heads import torchvision_ssdlite
 from heads.anchors import DEFAULT_ASPECT_RATIOS, anchor_boxes, ssdlite_anchor_generator, ssdlite_levels
 from heads.box_coding import SSD_BOX_VARIANCE, decode_boxes
 from heads.label_encoder import SSDLiteLabelEncoder
+from heads.losses import sum_over_replicas
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from heads.ssdlite_layers import SSDLiteExtraBlock, SSDLitePredictor
@@ -319,7 +320,8 @@ class SSDLiteObjectDetector(PyramidObjectDetector):
     def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
         box_targets, class_targets = self.label_encoder(x, y["boxes"], y["labels"])
         positive = ops.cast(ops.greater_equal(class_targets, 0.0), "float32")
-        num_positive = ops.maximum(ops.sum(positive), 1.0)
+        # The whole batch's positives, on every replica (heads.losses.sum_over_replicas).
+        num_positive = ops.maximum(sum_over_replicas(ops.sum(positive)), 1.0)
         class_weights = ops.cast(ops.not_equal(class_targets, -2.0), "float32") / num_positive
         box_weights = positive / num_positive
         one_hot = ops.one_hot(ops.cast(ops.maximum(class_targets, 0.0), "int32"), self.num_classes)

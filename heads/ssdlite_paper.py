@@ -40,6 +40,7 @@ import mnet_backbones  # noqa: F401
 from heads import torchvision_ssdlite
 from heads.box_coding import SSD_BOX_VARIANCE, decode_boxes, encode_boxes
 from heads.default_boxes import boxes_per_position, default_boxes
+from heads.losses import sum_over_replicas
 from heads.preprocessing import pixel_normalizer
 from heads.tasks import PyramidObjectDetector
 from mnet_backbones.keras_hub_internals import load_task_preset
@@ -630,7 +631,8 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
         matched_boxes = ops.where(positive[..., None], matched_boxes, anchors[None])
         box_targets = encode_boxes(anchors, matched_boxes, SSD_BOX_VARIANCE)
         positive_f = ops.cast(positive, "float32")
-        num_positive = ops.maximum(ops.sum(positive_f), 1.0)
+        # The whole batch's positives, on every replica (heads.losses.sum_over_replicas).
+        num_positive = ops.maximum(sum_over_replicas(ops.sum(positive_f)), 1.0)
         difference = ops.abs(ops.cast(y_pred["bbox_regression"], "float32") - box_targets)
         smooth_l1 = ops.where(difference < 1.0, 0.5 * difference**2, difference - 0.5)
         box_loss = ops.sum(ops.sum(smooth_l1, axis=-1) * positive_f)

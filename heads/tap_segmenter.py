@@ -14,7 +14,8 @@ import keras
 from keras import ops
 
 from heads import torchvision_segmentation
-from heads.deeplab import IGNORE_LABEL, segmentation_metrics
+from heads.deeplab import segmentation_metrics
+from heads.losses import IGNORE_LABEL, MaskedSparseCrossentropy
 from heads.pyramid import resolve_backbone, split_task_kwargs
 from heads.tasks import PyramidImageSegmenter
 from mnet_backbones.keras_hub_internals import load_task_preset
@@ -156,14 +157,15 @@ class TapSegmenter(PyramidImageSegmenter):
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Configures training; "auto" picks the segmentation defaults.
 
-        Defaults: `Adam(1e-3)`; `SparseCategoricalCrossentropy(from_logits=True,
-        ignore_class=255)`; `MeanIoU(num_classes, ignore_class=255)` on the
-        argmax of the logits.
+        Defaults: `Adam(1e-3)`; `heads.losses.MaskedSparseCrossentropy()`
+        (softmax cross-entropy averaged over the pixels not labelled 255,
+        counted over the global batch on several devices);
+        `MeanIoU(num_classes, ignore_class=255)` on the argmax of the logits.
         """
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(1e-3)
         if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_LABEL)
+            loss = MaskedSparseCrossentropy(ignore_class=IGNORE_LABEL)
         if metrics == "auto":
             metrics = segmentation_metrics(self.num_classes)
         # Skip ImageSegmenter.compile: its defaults are one-hot (categorical) ones.

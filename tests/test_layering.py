@@ -24,17 +24,20 @@ MAY_IMPORT_A_BACKEND = ("heads.datasets",)
 # Reading a .pth file needs torch's unpickler: this one function may import
 # torch, lazily (torch is an optional extra), and nothing else in its module.
 LAZY_TORCH_READER = ("mnet_backbones.convert.torchvision", "read_state_dict")
+# A loss's count summed over tf.distribute replicas: this one function may
+# import tensorflow, lazily (Keras has no public cross-replica sum).
+LAZY_TF_REPLICA_SUM = ("heads.losses", "sum_over_replicas")
 
 
-def lazy_torch_imports(path, function_name):
-    """`import torch` statements inside the function `function_name` of `path`."""
+def lazy_imports(path, function_name, package="torch"):
+    """`import <package>` statements inside the function `function_name` of `path`."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == function_name:
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Import):
-                    found.update(id(alias) for alias in inner.names if alias.name == "torch")
+                    found.update(id(alias) for alias in inner.names if alias.name == package)
     return found
 
 
@@ -169,8 +172,10 @@ def test_keras_hub_private_api_is_where_we_expect_it():
 
 def test_model_code_imports_no_backend_directly():
     reader_module, reader = LAZY_TORCH_READER
-    allowed_torch = len(lazy_torch_imports(MODULES[reader_module], reader))
+    allowed_torch = len(lazy_imports(MODULES[reader_module], reader))
     assert allowed_torch == 1, f"{reader_module}.{reader} should import torch once, lazily"
+    sum_module, summer = LAZY_TF_REPLICA_SUM
+    assert len(lazy_imports(MODULES[sum_module], summer, "tensorflow")) == 1, f"{sum_module}.{summer}"
     offenders = []
     for module, path in MODULES.items():
         if floor(module) >= FLOORS["mnet_tools"] or module.startswith(MAY_IMPORT_A_BACKEND):
@@ -178,6 +183,8 @@ def test_model_code_imports_no_backend_directly():
         names = [name for name in imported_names(path) if name.split(".")[0] in BACKEND_MODULES]
         if module == reader_module:
             names.remove("torch")  # the one import inside the reader
+        if module == sum_module:
+            names.remove("tensorflow")  # the one import inside the replica sum
         offenders += [f"{module} imports {name}" for name in names]
     assert not offenders, "model code must use keras.ops:\n" + "\n".join(offenders)
 
