@@ -179,13 +179,42 @@ def _jax_scope(num_devices):
         keras.distribution.set_distribution(previous)
 
 
+def _reduce_each_tensor(strategy):
+    """`strategy` with a `reduce` that Keras 3's TensorFlow `fit` can use.
+
+    Keras 3 (3.15) calls `strategy.reduce` on a multi-worker strategy in two
+    ways `MultiWorkerMirroredStrategy` refuses (keras-team/keras#20585):
+    with a whole `(x, y)` batch to build the model ("Attempt to convert a
+    value (PerReplica...)"), and with `axis=0` on the step's scalar logs
+    ("Invalid reduction dimension 0"). This reduces a nested value one tensor
+    at a time (the same reductions, in the same order on every worker) and a
+    scalar across the replicas only, which is what `axis=0` means for it.
+    """
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def rank(value):
+        first = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+        return tf.convert_to_tensor(first).shape.rank
+
+    def reduce_one(reduce_op, value, axis):
+        return reduce(reduce_op, value, None if axis is not None and rank(value) == 0 else axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda one: reduce_one(reduce_op, one, axis), value)
+
+    strategy.reduce = reduce_each
+    return strategy
+
+
 @contextlib.contextmanager
 def _tensorflow_scope(num_devices):
     import tensorflow as tf
 
     workers = tf_config_workers()
     if workers > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = _reduce_each_tensor(tf.distribute.MultiWorkerMirroredStrategy())
         devices = tuple(strategy.extended.worker_devices)
         # Every worker uses all its devices: num_devices can only confirm the total.
         if num_devices is not None and num_devices != strategy.num_replicas_in_sync:
