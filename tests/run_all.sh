@@ -30,6 +30,7 @@ MODEL_TESTS=(
   tests/test_ssdlite_torchvision.py
   tests/test_torchvision_segmentation.py
   tests/test_files.py
+  tests/test_losses.py
   tests/test_cli.py
 )
 

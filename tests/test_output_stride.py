@@ -68,7 +68,10 @@ def test_dilated_maps_sampled_equal_the_strided_ones(architecture, width):
         np.testing.assert_allclose(features["P3"], expected["P3"], rtol=1e-5, atol=1e-5)
         for level, step in level_steps.items():
             sampled = features[level][:, ::step, ::step]
-            np.testing.assert_allclose(sampled, expected[level], rtol=1e-4, atol=1e-4, err_msg=level)
+            # Float32 error scales with the map's values (deep random-init maps reach tens):
+            # the absolute part is relative to the map's largest value.
+            scale = max(1.0, float(np.abs(expected[level]).max()))
+            np.testing.assert_allclose(sampled, expected[level], rtol=1e-4, atol=1e-4 * scale, err_msg=level)
 
 
 def test_from_preset_output_stride_and_round_trip(tmp_path):
