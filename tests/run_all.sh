@@ -44,8 +44,16 @@ for backend in jax torch; do
 done
 
 echo "== KERAS_BACKEND=tensorflow: every test"
-# tests/test_distributed.py (1 vs 2 virtual devices on JAX and TensorFlow, two JAX processes
-# over loopback) runs its own subprocesses and takes 10-20 minutes on 2 cores: run it by
-# itself, `python -m pytest tests/test_distributed.py`, not in this command.
+# tests/test_distributed.py (1 vs 2 virtual devices on JAX and TensorFlow, two processes over
+# loopback per backend) runs its own interpreters one after another, ~12 minutes of mostly
+# serial work: it runs beside the rest of the TensorFlow tests, and its result is checked at the end.
+distributed_log="$(mktemp)"
+python -m pytest -q -p no:cacheprovider tests/test_distributed.py >"${distributed_log}" 2>&1 &
+distributed_pid=$!
 KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 \
   --ignore=tests/test_distributed.py tests
+echo "== tests/test_distributed.py (data parallel: 2 devices against 1)"
+status=0
+wait "${distributed_pid}" || status=$?
+cat "${distributed_log}"
+exit "${status}"

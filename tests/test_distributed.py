@@ -346,7 +346,8 @@ def test_two_devices_equal_one(measured, task):
     assert (result["synchronized_batch_norm"] > 0) == (backend == "tensorflow")
     # The step moved the weights (moving statistics included), so the
     # comparison below is not of two copies of the initial weights.
-    assert result["moved"] > 0.9 * result["variables"]
+    # (Not all: at 64 px some of SSDLite320's extra blocks see 1x1 maps; 312 of 350 move.)
+    assert result["moved"] > 0.85 * result["variables"]
     _check_same_step(result, per_variable=(backend, task) not in ONE_RELU_AT_ZERO)
 
 
