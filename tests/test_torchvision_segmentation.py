@@ -361,7 +361,9 @@ def test_round_trips_keras_file_and_preset(tmp_path):
     lraspp.save_to_preset(str(tmp_path / "preset"))
     loaded = heads.LRASPPSegmenter.from_preset(str(tmp_path / "preset"))
     assert loaded.image_size is None
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), to_numpy(lraspp(x)), rtol=1e-5, atol=1e-5)
+    # predict (compiled) against an eager call: float32 rounding relative to the largest logit.
+    eager = to_numpy(lraspp(x))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max())
     # keras-hub's generic loader finds the class too.
     assert type(keras_hub.models.ImageSegmenter.from_preset(str(tmp_path / "preset"))) is heads.LRASPPSegmenter
 
