@@ -27,6 +27,7 @@ files.check_preset_folder("converted")  # raises, naming the file, if one is bro
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -152,6 +153,21 @@ def atomic_folder(path, replace=False, staging=None):
 
 # --------------------------------------------------------------------------
 # Reading.
+def sha256_of(path):
+    """The SHA-256 of the file at `path`, as hex, read in 1 MiB chunks.
+
+    Example:
+    ```python
+    sha256_of("model.tflite")  # "9f86d0..."
+    ```
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _size(path):
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a folder, not a file.")

@@ -22,7 +22,6 @@ crash between the two renames).
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -35,6 +34,7 @@ import numpy as np
 from heads import SSDLite320ObjectDetector
 from heads.box_coding import decode_boxes
 from heads.ssdlite_paper import postprocess_detections, resize_images
+from mnet_backbones import files
 from mnet_tools import litert
 
 SIGMOID = "sigmoid_class_agnostic_nms"  # heads.SSDLiteObjectDetector
@@ -47,14 +47,6 @@ def settings_path(tflite_path):
 
 
 _settings_path = settings_path
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -114,7 +106,7 @@ def export_litert(detector, path, **converter_options):
                 **settings,
                 kind=np.array(_kind(detector)),
                 bounding_box_format=np.array(json.dumps(detector.bounding_box_format)),
-                tflite_sha256=np.array(_sha256(partial_model)),
+                tflite_sha256=np.array(files.sha256_of(partial_model)),
             )
         # The settings first: should the second rename ever fail, the hash check names the stale pair.
         with _interrupts_held():
@@ -223,7 +215,7 @@ def read_settings(tflite_path):
     with np.load(pair_path) as file:
         settings = {key: file[key] for key in file.files}
     expected = str(settings["tflite_sha256"]) if "tflite_sha256" in settings else None
-    if expected is not None and expected != _sha256(tflite_path):
+    if expected is not None and expected != files.sha256_of(tflite_path):
         raise ValueError(
             f"{pair_path} was written for another version of {tflite_path} (its SHA-256 differs): the pair "
             "is stale. Export the detector again to write both files."

@@ -24,7 +24,6 @@ when a run starts (`remove_leftovers`).
 
 import csv
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -143,14 +142,6 @@ def save_best(folder, model, sync_batch_norm=False):
             synchronize_batch_norm(model, True)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def best_litert_is_current(folder):
     """Whether `best.tflite` (and a detector's settings) were exported from the `best.keras` now in `folder`.
 
@@ -168,9 +159,13 @@ def best_litert_is_current(folder):
     except (OSError, ValueError):
         return False
     written = record.get("files") if isinstance(record, dict) else None
-    if not isinstance(written, dict) or BEST_LITERT not in written or record.get("best_keras_sha256") != _sha256(best):
+    if (
+        not isinstance(written, dict)
+        or BEST_LITERT not in written
+        or record.get("best_keras_sha256") != files.sha256_of(best)
+    ):
         return False
-    return all(os.path.isfile(os.path.join(folder, name)) and _sha256(os.path.join(folder, name)) == digest
+    return all(os.path.isfile(os.path.join(folder, name)) and files.sha256_of(os.path.join(folder, name)) == digest
                for name, digest in written.items())  # fmt: skip
 
 
@@ -205,8 +200,8 @@ def export_best_litert(folder, image_size):
     if os.path.isfile(settings):
         written.append(os.path.basename(settings))
     record = {
-        "best_keras_sha256": _sha256(best),
-        "files": {name: _sha256(os.path.join(folder, name)) for name in written},
+        "best_keras_sha256": files.sha256_of(best),
+        "files": {name: files.sha256_of(os.path.join(folder, name)) for name in written},
     }
     with files.atomic_file(os.path.join(folder, LITERT_RECORD)) as partial:
         with open(partial, "w") as file:
