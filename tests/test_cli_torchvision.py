@@ -14,6 +14,8 @@ from mnet_tools import cli
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the CLI runs on TensorFlow")
 TORCHVISION = os.path.join(PARITY_DIR, "torchvision")
+# torchvision's ImageNet normalisation (its classification presets' eval transform).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @requires_parity_fixtures()
@@ -37,9 +39,25 @@ def test_convert_writes_a_preset_that_loads_offline(name, loaded_cls, tmp_path, 
     model = task_cls.from_preset(out)
     assert type(model) is loaded_cls
     if name == "mobilenet_v3_small":
+        # The reference logits are torchvision's model on the whole image, normalised with ImageNet's
+        # mean and std and not resized: the converted model is compared on that same input.
         reference = np.load(os.path.join(TORCHVISION, name, "reference.npz"))
-        logits = model.predict(reference["image_0"][None], verbose=0)
+        image = reference["image_0"][None].astype("float32")
+        normalised = (image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        logits = keras.ops.convert_to_numpy(model(normalised.astype("float32"), training=False))
         assert relative_error(logits, reference["logits_0"]) < 1e-4
+        # `predict` applies torchvision's eval transform (resize to 256, centre crop 224, bilinear with
+        # antialiasing, the same normalisation), recorded in the preset's image converter.
+        converter = model.preprocessor.image_converter
+        assert tuple(converter.image_size) == (224, 224)
+        assert converter.crop_fraction == pytest.approx(224 / 256)
+        assert converter.antialias and converter.interpolation == "bilinear"
+        np.testing.assert_allclose(converter.scale, 1 / (255 * np.array(IMAGENET_STD)), rtol=1e-6)
+        np.testing.assert_allclose(converter.offset, -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), rtol=1e-6)
+        transformed = keras.ops.convert_to_numpy(converter(image))
+        assert transformed.shape == (1, 224, 224, 3)
+        expected = keras.ops.convert_to_numpy(model(transformed, training=False))
+        np.testing.assert_allclose(model.predict(image, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_convert_names_the_torchvision_kinds_it_takes(tmp_path, capsys):
