@@ -64,7 +64,7 @@ def write_images(folder, count, size):
 
 @requires_parity_fixtures()
 def test_int8_classifier_from_timm_weights_is_integer_and_agrees(tmp_path, capsys):
-    """mobilenetv4_conv_small with its ImageNet weights (the parity snapshot)."""
+    """mobilenetv4_conv_small from its parity snapshot: timm's format, random weights (not ImageNet's)."""
     calibration = write_images(tmp_path / "calibration", 16, (224, 224))
     out = tmp_path / "small_int8.tflite"
     snapshot = os.path.join(PARITY_DIR, "mobilenetv4_conv_small")
