@@ -12,6 +12,8 @@ Modules, each importing only those listed before it:
 - `presets` (the built-in presets), `convert` (timm / keras.applications
   weights, walking the same tables), `weights` (the pretrained-weights cache);
 - `backbone` (`MobileNetBackbone`), `classifier` (`MobileNetImageClassifier`);
+- `schedules` (`train`'s learning-rate schedule, imported here so that the
+  compiled `.keras` files a training run writes load after `import mnet_backbones`);
 - `predecessor_api` (the predecessor project's `MobileNetV1`...`V4`,
   `create_mobilenetv1`...`v4`).
 
@@ -19,7 +21,7 @@ Heads for detection and segmentation are in the `heads` package; the CLI,
 export, benchmark and demos in `mnet_tools`.
 """
 
-from mnet_backbones import architectures, keras_hub_internals, layers
+from mnet_backbones import architectures, keras_hub_internals, layers, schedules
 from mnet_backbones._version import __version__
 from mnet_backbones.architectures import ARCHITECTURES
 from mnet_backbones.backbone import MobileNetBackbone

@@ -6,7 +6,8 @@ epoch by epoch with a cosine-with-warmup schedule, validates after every
 epoch (top-1/top-5, COCO AP/AP50 or mIoU), and keeps a run folder
 (`mnet_tools.train.checkpoints`): the configuration, the last and best
 checkpoints, `metrics.csv` and TensorBoard scalars, and with `export_litert`
-the best model as `best.tflite`.
+the best model as `best.tflite`. A run holds the folder's lock
+(`mnet_tools.train.lock`) throughout, so a second run on it is refused.
 
 Resuming: run the same call again on the same folder; it continues after
 the last completed epoch with the same weights, optimizer state, schedule
@@ -24,6 +25,7 @@ import sys
 import time
 
 from mnet_tools.train.config import TrainConfig, check_resumable, write_config
+from mnet_tools.train.lock import run_folder_lock
 
 SCORES = {"classification": "top1", "detection": "AP", "segmentation": "mIoU"}
 
@@ -236,7 +238,10 @@ def train(
             (COCO); segmentation: `[image_dir, mask_dir]` (masks: class
             indices, 255 ignored).
         out_dir: the run folder (created; a folder of the same configuration
-            is resumed, one of another configuration refused).
+            is resumed, one of another configuration refused). One run at a
+            time: a folder another `train` is using is refused
+            (`lock.RunFolderInUseError`, a ValueError naming the holder), before
+            anything in it is read or changed.
         preset: a backbone preset (a new head on it), or `from_model`: a
             `.keras` file or preset folder of the task to continue from (its
             classes must be the data's).
@@ -327,23 +332,24 @@ def train(
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"--out-dir {out_dir!r} is a file.")
-    check_resumable(out_dir, config)
+    check_resumable(out_dir, config)  # first without the lock, which would write in a folder that is not a run's
+    with run_folder_lock(out_dir):
+        check_resumable(out_dir, config)  # again: another run may have begun the folder meanwhile
+        if deterministic:
+            import tensorflow as tf
 
-    if deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.config.dtype_policy()
-    if config.mixed_precision != "off":
-        keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
-    try:
-        with _device_scope(devices, config.batch_size) as sync_batch_norm:
-            result = _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    # Outside the device scope: the export loads best.keras afresh, as any user of the file would.
-    result["litert"] = _export_best_litert(config, result, verbose) if export_litert else None
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        previous_policy = keras.config.dtype_policy()
+        if config.mixed_precision != "off":
+            keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
+        try:
+            with _device_scope(devices, config.batch_size) as sync_batch_norm:
+                result = _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose)
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        # Outside the device scope: the export loads best.keras afresh, as any user of the file would.
+        result["litert"] = _export_best_litert(config, result, verbose) if export_litert else None
     return result
 
 

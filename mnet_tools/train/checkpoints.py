@@ -14,12 +14,15 @@
       best_litert.json     which best.keras those were exported from (SHA-256s)
       metrics.csv          one row per epoch (rewritten whole from `last/`)
       tensorboard/         per-epoch scalars
+      train.lock           while a run holds the folder: its pid, host and start
+                           time (`mnet_tools.train.lock`)
 
 `last/` is replaced by `mnet_backbones.files.atomic_folder`, which moves the
 old folder aside before renaming the new one in; a `kill -9` between those
 two renames leaves the old one in a hidden `.last.old-*` folder, which
 `load_last` takes. Leftover hidden temporaries of killed writes are removed
-when a run starts (`remove_leftovers`).
+when a run starts (`remove_leftovers`), once it holds the folder's lock: they
+cannot be another live run's.
 """
 
 import csv
@@ -82,8 +85,8 @@ def load_last(folder, model):
         return None
     progress = files.read_json(os.path.join(last, PROGRESS_FILE))
     state_path = os.path.join(last, STATE_FILE)
-    with np.load(state_path) as state:
-        arrays = {key: state[key] for key in state.files if key != "model_paths"}
+    # read_npz refuses an object array naming this file (np.load's own error names none).
+    arrays = {key: value for key, value in files.read_npz(state_path).items() if key != "model_paths"}
     pairs = []
     for group, variables in _variables(model).items():
         saved = sorted(key for key in arrays if key.startswith(group + "/"))

@@ -12,6 +12,7 @@ import math
 import os
 
 from mnet_backbones import files
+from mnet_tools.train.lock import LOCK_FILE
 
 CONFIG_FILE = "config.json"
 TASKS = ("classification", "detection", "segmentation")
@@ -171,7 +172,9 @@ def check_resumable(folder, config):
     """
     saved = read_config(folder)
     if saved is None:
-        visible = [name for name in os.listdir(folder) if not name.startswith(".")] if os.path.isdir(folder) else []
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        # The lock file alone is that of a run killed before it wrote its configuration, or of this run.
+        visible = [name for name in names if not name.startswith(".") and name != LOCK_FILE]
         if visible:
             raise ValueError(
                 f"Output folder {folder!r} is not empty and has no {CONFIG_FILE}, so it is not a run folder; "

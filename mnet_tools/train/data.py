@@ -52,14 +52,17 @@ def _check_folder(path, option):
 def scan_class_folder(folder, option, class_names=None):
     """`(class_names, paths, labels)` of a folder with one subfolder of images per class.
 
-    With `class_names` (the training set's), every subfolder must be one of them.
-    Raises ValueError for an empty set or a class without images, OSError for an unreadable image, naming it.
+    With `class_names` (the training set's), every subfolder must be one of them;
+    without, there must be two or more.
+    Raises ValueError for an empty set, a single class or a class without images,
+    OSError for an unreadable image, naming it.
     """
     _check_folder(folder, option)
     found = sorted(name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name)))
     if not found:
         raise ValueError(f"{option} folder {folder!r} has no class subfolders; put each class's images in its own.")
-    if class_names is None:
+    training = class_names is None
+    if training:
         class_names = found
     else:
         unknown = [name for name in found if name not in class_names]
@@ -68,23 +71,31 @@ def scan_class_folder(folder, option, class_names=None):
                 f"{option} folder {folder!r} has classes the training set lacks: {', '.join(unknown)} "
                 f"(training classes: {', '.join(class_names)})."
             )
-    paths, labels = [], []
+    images = {}
     for name in found:
         subfolder = os.path.join(folder, name)
-        images = sorted(
+        images[name] = sorted(
             os.path.join(subfolder, file)
             for file in os.listdir(subfolder)
             if os.path.splitext(file)[1].lower() in IMAGE_EXTENSIONS
         )
-        if not images:
+        if not images[name]:
             raise ValueError(
                 f"Class folder {subfolder!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "remove it or add its images."
             )
-        for path in images:
+    if training and len(found) == 1:
+        raise ValueError(
+            f"{option} folder {folder!r} has one class subfolder, {found[0]!r}: a classifier needs at least "
+            "two classes (with one, every prediction is right and top-1 is 1.0 whatever it learns). "
+            "Put each class's images in its own subfolder."
+        )
+    paths, labels = [], []
+    for name in found:
+        for path in images[name]:
             inspect_image(path)  # raises naming the file
-        paths += images
-        labels += [class_names.index(name)] * len(images)
+        paths += images[name]
+        labels += [class_names.index(name)] * len(images[name])
     return list(class_names), paths, labels
 
 
