@@ -33,7 +33,9 @@ from mnet_tools.train import train
 from mnet_tools.train.data import scan_class_folder
 from mnet_tools.train.lock import LOCK_FILE, RunFolderInUseError, run_folder_lock
 
-folders = test_train.folders  # the class folders of test_train.py, a fixture
+# test_train.py's fixtures: class folders, and shapes sets for detection and segmentation.
+folders = test_train.folders
+shapes = test_train.shapes
 
 HOLD_LOCK = (
     "import sys, time\n"
@@ -166,9 +168,11 @@ out["former"] = former.predict(images, verbose=0)
 out["preset"] = keras_hub.models.ImageClassifier.from_preset(f"{run}/best_preset").predict(images, verbose=0)
 # last/: every model variable by path, into a model of the same architecture.
 last = keras_hub.models.ImageClassifier.from_preset(f"{run}/best_preset")
+# Dropout's RNG states are named by a per-process counter (seed_generator_2...), and play no part in inference.
 with np.load(f"{run}/last/state.npz", allow_pickle=False) as state:
     saved = {str(path): state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"])}
-variables = {variable.path: variable for variable in last.variables}
+saved = {path: value for path, value in saved.items() if not path.endswith("seed_generator_state")}
+variables = {v.path: v for v in last.variables if not v.path.endswith("seed_generator_state")}
 assert saved.keys() == variables.keys(), sorted(set(saved) ^ set(variables))
 for path, value in saved.items():
     variables[path].assign(value)
@@ -239,6 +243,96 @@ def test_every_file_a_run_writes_loads_predicts_and_exports_in_a_fresh_interpret
         np.testing.assert_allclose(out[name], expected, atol=1e-5 * scale, rtol=0, err_msg=name)
     for name, expected in {"best_litert": best, "preset_litert": best, "run_litert": best, "last_litert": last}.items():
         np.testing.assert_allclose(out[name], expected, atol=1e-4 * scale, rtol=0, err_msg=name)
+
+
+# A detector's or segmenter's files need their own package, `heads` (which imports `mnet_backbones`), and no more.
+FRESH_INTERPRETER_HEADS = r"""
+import json
+import sys
+
+import keras
+import keras_hub
+import numpy as np
+
+import heads  # and through it mnet_backbones; nothing of mnet_tools until the Keras files are loaded
+
+run, work, task = sys.argv[1:4]
+kind = {"detection": keras_hub.models.ObjectDetector, "segmentation": keras_hub.models.ImageSegmenter}[task]
+images = np.load(f"{work}/images.npy")
+best = keras.saving.load_model(f"{run}/best.keras")  # compiled, as a user loads it by default
+schedule = best.optimizer.get_config()["learning_rate"]
+assert schedule["registered_name"] == "mnet_backbones>WarmupCosine", schedule
+preset = kind.from_preset(f"{run}/best_preset")
+last = kind.from_preset(f"{run}/best_preset")
+# Dropout's RNG states are named by a per-process counter (seed_generator_2...), and play no part in inference.
+with np.load(f"{run}/last/state.npz", allow_pickle=False) as state:
+    saved = {str(path): state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"])}
+saved = {path: value for path, value in saved.items() if not path.endswith("seed_generator_state")}
+variables = {v.path: v for v in last.variables if not v.path.endswith("seed_generator_state")}
+assert saved.keys() == variables.keys(), sorted(set(saved) ^ set(variables))
+for path, value in saved.items():
+    variables[path].assign(value)
+out = {}
+for name, model in (("best", best), ("preset", preset), ("last", last)):
+    for index, array in enumerate(keras.tree.flatten(model.predict(images, verbose=0))):
+        out[f"{name}/{index}"] = np.asarray(array)
+project = sorted(name for name in sys.modules if name.split(".")[0] == "mnet_tools")
+assert not project, project
+
+from mnet_tools import cli, export
+
+errors = {}
+for name, model, source in (("best", best, f"{run}/best.keras"), ("preset", preset, f"{run}/best_preset")):
+    assert cli.main(["export", source, f"{work}/{name}.tflite", "--image-size", "64", "64"]) == 0, name
+    errors[name] = export.compare(model, f"{work}/{name}.tflite", images)["max_relative_error"]
+export.export_model(last, f"{work}/last.tflite", "litert", image_size=(64, 64))
+errors["last"] = export.compare(last, f"{work}/last.tflite", images)["max_relative_error"]
+if task == "detection":  # the run's own export (--export-litert), with best_postprocess.npz beside it
+    errors["run"] = export.compare(best, f"{run}/best.tflite", images)["max_relative_error"]
+assert not [name for name in sys.modules if name.startswith("mnet_tools.train")]
+np.savez(f"{work}/outputs.npz", **out)
+with open(f"{work}/errors.json", "w") as file:
+    json.dump(errors, file)
+"""
+
+
+@pytest.fixture(scope="module", params=["detection", "segmentation"])
+def heads_run(request, shapes, tmp_path_factory):
+    task = request.param
+    train_files, val_files = shapes
+    parts = ("annotations", "images") if task == "detection" else ("images", "masks")
+    out_dir = tmp_path_factory.mktemp("runs") / task
+    result = train(
+        task, [train_files[part] for part in parts], [val_files[part] for part in parts], out_dir, preset=PRESET,
+        load_weights=False, num_classes=4 if task == "segmentation" else None, image_size=64, epochs=1,
+        batch_size=4, warmup_epochs=0.5, export_litert=task == "detection", verbose=0,
+    )  # fmt: skip
+    return task, out_dir, result["model"]
+
+
+@on_tensorflow
+def test_a_detector_or_segmenter_run_loads_and_exports_in_a_fresh_interpreter_with_only_heads(heads_run, tmp_path):
+    task, out_dir, final_model = heads_run
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_INTERPRETER_HEADS)
+    command = [sys.executable, str(script), str(out_dir), str(tmp_path), task]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    with np.load(tmp_path / "outputs.npz") as outputs:
+        out = dict(outputs)
+    best = keras.models.load_model(out_dir / "best.keras", compile=False)
+    for name, model in (("best", best), ("preset", best), ("last", final_model)):
+        expected = keras.tree.flatten(model.predict(images, verbose=0))
+        assert len([key for key in out if key.startswith(name + "/")]) == len(expected)
+        for index, array in enumerate(expected):
+            array = np.asarray(array)
+            scale = max(1.0, float(np.abs(array).max()))
+            np.testing.assert_allclose(out[f"{name}/{index}"], array, atol=1e-5 * scale, rtol=0, err_msg=name)
+    errors = json.loads((tmp_path / "errors.json").read_text())
+    assert set(errors) == ({"best", "preset", "last", "run"} if task == "detection" else {"best", "preset", "last"})
+    assert max(errors.values()) < 1e-3, errors
 
 
 @pytest.mark.parametrize("obj", [WarmupCosine, run_folder_lock], ids=lambda obj: obj.__name__)
