@@ -377,27 +377,29 @@ def test_round_trips_keras_file_and_preset(tmp_path):
 # float file's, rmse / std), the error grows steadily through the backbone, 0.02 after the stem to
 # 0.7 at its last block, about 1.3x a block; no single op (sigmoid gates, SE means, the pooling branch,
 # the ASPP concatenation, the classifier) kept in float brings it down. The float model itself does
-# the same to sub-pixel noise: +-2 px of uniform noise on the input image moves its logits by 0.275
+# the same to faint noise: +-2 grey levels of uniform noise on the input image moves its logits by 0.275
 # (LR-ASPP) and 0.531 (DeepLabV3) of the largest, about the int8 figures (see the test below that asserts it).
 # The fixtures' random weights, with BatchNorm statistics measured on images, make a chaotic network
 # that amplifies any perturbation; a trained one does not. The bounds are the measured figures with
 # room for other CPUs' rounding, tight enough to catch a broken export (a wrong normalisation or
 # scale: error near 1, agreement near chance).
 INT8_BOUNDS = {"lraspp": (0.35, 0.6), "deeplab": (0.6, 0.6)}  # max error, least pixel agreement
-INPUT_NOISE_PIXELS = 2.0
+INPUT_NOISE_PIXELS = 2.0  # grey levels of a 0..255 image
 
 
 @tensorflow_only
 @pytest.mark.parametrize("name", ["lraspp", "deeplab"])
-def test_the_fixtures_amplify_sub_pixel_input_noise(request, references, name):
-    """Why int8 costs these fixtures so much: their float model moves as far under +-2 px of input noise."""
+def test_the_fixtures_amplify_faint_input_noise(request, references, name):
+    """Why int8 costs these fixtures so much: their float model moves as far under +-2 grey levels of input noise."""
     segmenter = request.getfixturevalue(name)
     image = references[name]["image_0"][None].astype("float32")
     noise = np.random.default_rng(0).uniform(-INPUT_NOISE_PIXELS, INPUT_NOISE_PIXELS, image.shape)
     clean = to_numpy(segmenter(image, training=False))
     noisy = to_numpy(segmenter((image + noise).astype("float32"), training=False))
     error = relative_error(noisy, clean)
-    print(f"{name} float32 under +-{INPUT_NOISE_PIXELS} px of input noise: max error {error:.2%} of the largest logit")
+    print(
+        f"{name} float32 under +-{INPUT_NOISE_PIXELS} grey levels of input noise: max error {error:.2%} of the largest logit"
+    )
     # Measured 0.275 (LR-ASPP) and 0.531 (DeepLabV3): at least 60% of each int8 bound.
     assert error > 0.6 * INT8_BOUNDS[name][0]
 
