@@ -2,13 +2,26 @@
 # The whole test suite on TensorFlow, then the model tests on JAX and PyTorch.
 # Usage (from the repository root): bash tests/run_all.sh
 # Two pytest-xdist workers, one test file each at a time: module fixtures are built once.
+# Each phase prints its time ("== phase ... s").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 
+phase_start=$(date +%s)
+if [ -n "${CI_START:-}" ]; then
+  echo "== phase 'virtual environment and install' took $((phase_start - CI_START)) s"
+fi
+phase_done() {
+  local now
+  now=$(date +%s)
+  echo "== phase '$1' took $((now - phase_start)) s"
+  phase_start=${now}
+}
+
 echo "== ruff: format and lint (config in pyproject.toml)"
 ruff format --check .
 ruff check .
+phase_done ruff
 
 # Tests of the model code itself: layers, builder, backbone, classifier, presets.
 MODEL_TESTS=(
@@ -41,6 +54,7 @@ for backend in jax torch; do
   else
     echo "== ${backend} is not installed: skipping its run (pip install jax torch==2.13.0)"
   fi
+  phase_done "${backend} model tests"
 done
 
 echo "== KERAS_BACKEND=tensorflow: every test"
@@ -52,8 +66,10 @@ python -m pytest -q -p no:cacheprovider tests/test_distributed.py >"${distribute
 distributed_pid=$!
 KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 \
   --ignore=tests/test_distributed.py tests
+phase_done "tensorflow tests"
 echo "== tests/test_distributed.py (data parallel: 2 devices against 1)"
 status=0
 wait "${distributed_pid}" || status=$?
 cat "${distributed_log}"
+phase_done "distributed tests (after the tensorflow run)"
 exit "${status}"
