@@ -7,14 +7,17 @@ was (absent, or its old content) and removes the temporary. The temporary
 shares the destination's folder because a rename is atomic only within one
 file system.
 
-Reading: `read_json`, `check_hdf5_file`, `check_safetensors_file`,
+Reading: `read_json`, `read_npz`, `check_hdf5_file`, `check_safetensors_file`,
 `check_keras_file` and `check_preset_folder` look at a file before a loader
 does, and raise a `ValueError` (bad content) or `OSError` (missing,
 unreadable, cut short) whose message names the file and says what is wrong:
 the JSON error's line and column, the bytes a truncated file lacks, the
 corrupt member of a `.keras` archive. Loaders' own errors for such files are
 a bare `JSONDecodeError`, h5py's "truncated file: eof = ..." or Keras's
-"File not found" for a `.keras` file that exists.
+"File not found" for a `.keras` file that exists. Anything but a regular
+file (a FIFO, a socket, a device, possibly in an untrusted archive) is
+refused before it is opened (`check_regular_file`): a loader opening a FIFO
+waits forever.
 
 Example:
 ```python
@@ -29,20 +32,25 @@ files.check_preset_folder("converted")  # raises, naming the file, if one is bro
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import tempfile
 import zipfile
 import zlib
 
 import h5py
+import numpy as np
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 KERAS_CONFIG = "config.json"
+PRESET_METADATA = "metadata.json"
+PRESET_WEIGHTS = "model.weights.h5"
 # h5py's message for a file shorter than its superblock says it is.
 _H5_TRUNCATED = re.compile(r"truncated file: eof = (\d+), sblock->base_addr = \d+, stored_eof = (\d+)")
 
@@ -168,12 +176,45 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def _size(path):
-    if os.path.isdir(path):
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_regular_file(path):
+    """Raise unless `path` is a regular file (or a link to one); return its size.
+
+    Called before a file is opened: opening a FIFO for reading waits for a
+    writer forever, and a device can stream without end. An `OSError` names
+    the file and what it is instead.
+
+    Example:
+    ```python
+    check_regular_file("converted/config.json")  # 1234
+    ```
+    """
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        what = " (a link to nothing)" if os.path.islink(path) else ""
+        raise FileNotFoundError(f"No such file: {path!r}{what}.") from None
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"{path!r} is a folder, not a file.")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such file: {path!r}.")
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise OSError(
+            f"{path} is {what}, not a regular file: refused without opening it (a loader reading it could "
+            "wait forever or read without end). Model and configuration files must be plain files."
+        )
     return os.path.getsize(path)
+
+
+def _size(path):
+    return check_regular_file(path)
 
 
 def _json_error(name, error):
@@ -302,24 +343,182 @@ def check_keras_file(path):
         parse_json(archive.read(KERAS_CONFIG).decode("utf-8"), f"{path} (its {KERAS_CONFIG})")
 
 
+def _hdf5_shapes(path):
+    """{dataset path: shape} of every dataset in an HDF5 file."""
+    shapes = {}
+    with h5py.File(path, "r") as store:
+        store.visititems(
+            lambda name, item: shapes.update({name: item.shape}) if isinstance(item, h5py.Dataset) else None
+        )
+    return shapes
+
+
+def _snake_case(name):
+    # Keras's rule for the groups of a `.weights.h5` file: a layer's class name, snake case, then _1, _2, ...
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _layer_groups(model):
+    """{`.weights.h5` group: layer name} for the model's own layers, as Keras names the groups."""
+    used, groups = {}, {}
+    for layer in model.layers:
+        name = _snake_case(type(layer).__name__)
+        used[name] = used.get(name, -1) + 1
+        groups[f"layers/{name}" + (f"_{used[name]}" if used[name] else "")] = layer.name
+    return groups
+
+
+def _first_weight_difference(model, path):
+    """(what differs, count of differing weights, count of the model's weights), or None if `path` fits `model`."""
+    with tempfile.TemporaryDirectory() as folder:
+        reference = os.path.join(folder, "reference.weights.h5")
+        model.save_weights(reference)
+        expected = _hdf5_shapes(reference)
+    found = _hdf5_shapes(path)
+    groups = _layer_groups(model)
+
+    def model_order(key):
+        group = "/".join(key.split("/")[:2])
+        return (list(groups).index(group) if group in groups else len(groups), key)
+
+    differing = sorted(
+        (key for key in expected.keys() | found.keys() if expected.get(key) != found.get(key)), key=model_order
+    )
+    if not differing:
+        return None
+    key = differing[0]
+    group = "/".join(key.split("/")[:2])
+    where = f"layer {groups[group]!r} ({key})" if group in groups else key
+    if key not in found:
+        what = f"it lacks {where}, shape {tuple(expected[key])} in the model"
+    elif key not in expected:
+        what = f"it holds {where}, shape {tuple(found[key])}, which the model does not have"
+    else:
+        what = f"its {where} has shape {tuple(found[key])}, the model's {tuple(expected[key])}"
+    return what, len(differing), len(expected)
+
+
+def check_weights_fit(folder):
+    """Raise a `ValueError` when a preset folder's weights are not those of the model its config describes.
+
+    Keras's own error for a `model.weights.h5` of another width ("A total of 88
+    objects could not be loaded") names neither the folder nor the file. The
+    message here names the file and the first weight that differs, with both
+    shapes. It costs nothing when the weights fit: their count is compared
+    with the `parameter_count` keras-hub writes in `metadata.json` beside
+    them; only a difference builds the model from `config.json` (Keras is
+    imported then) to compare weight by weight. Without `metadata.json` or a
+    count in it nothing is checked.
+    """
+    folder = os.fspath(folder)
+    config_path, weights_path = os.path.join(folder, KERAS_CONFIG), os.path.join(folder, PRESET_WEIGHTS)
+    metadata_path = os.path.join(folder, PRESET_METADATA)
+    if not all(os.path.isfile(path) for path in (config_path, weights_path, metadata_path)):
+        return
+    metadata = read_json(metadata_path)
+    count = metadata.get("parameter_count") if isinstance(metadata, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool):
+        return
+    stored = sum(math.prod(shape) for shape in _hdf5_shapes(weights_path).values())
+    if stored == count:
+        return
+    import keras  # only on a mismatch: the model the config describes, to compare with
+
+    config = read_json(config_path)
+    try:
+        model = keras.saving.deserialize_keras_object(config)
+    except Exception:  # a config only keras-hub's loader builds: say what the counts say
+        raise ValueError(
+            f"{weights_path} holds {stored:,} numbers, but {metadata_path} says the model of {config_path} "
+            f"has {count:,} parameters: the weights file belongs to another model. Copy a preset folder's "
+            "files together, or save the preset again."
+        ) from None
+    difference = _first_weight_difference(model, weights_path)
+    if difference is None:
+        return  # the metadata was stale; the weights fit
+    what, differing, total = difference
+    arguments = config.get("config", {}) if isinstance(config, dict) else {}
+    described = ", ".join(f"{key} {arguments[key]}" for key in ("architecture", "width_multiplier") if key in arguments)
+    raise ValueError(
+        f"{weights_path} does not fit the model {config_path} describes ({described or type(model).__name__}): "
+        f"{what}; {differing} of the model's {total} weights differ. The weights file belongs to another model "
+        "(another width or architecture?): copy a preset folder's files together, or save the preset again."
+    )
+
+
 def check_preset_folder(folder, weights=True):
     """Check every JSON, HDF5 and safetensors file of a preset or timm snapshot folder.
 
+    Every entry but a subfolder must be a regular file (`check_regular_file`).
     Raises the first fault, naming its file (see the module docstring); a
     missing file is the loader's to report, since what is required depends
-    on what loads the folder. `weights=False` checks the JSON files only, for
-    a model built without the folder's weights.
+    on what loads the folder. With `weights`, `model.weights.h5` must also be
+    that of the model `config.json` describes (`check_weights_fit`).
+    `weights=False` checks the JSON files only, for a model built without the
+    folder's weights.
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise NotADirectoryError(f"{folder!r} is not a folder.")
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
             continue
+        check_regular_file(path)  # loaders open these by name: a FIFO would hang them
         if name.endswith(".json"):
             read_json(path)
         elif name.endswith(".h5") and weights:
             check_hdf5_file(path)
         elif name.endswith(".safetensors") and weights:
             check_safetensors_file(path)
+    if weights:
+        check_weights_fit(folder)
+
+
+def read_npz(path):
+    """{name: array} of a NumPy `.npz` file, read without unpickling; errors name the file.
+
+    An object array (pickled Python objects) is refused, naming the file and
+    the array: unpickling could run code that came with the file. A file cut
+    short or not an `.npz` archive is named as such.
+
+    Example:
+    ```python
+    state = read_npz("runs/x/last/state.npz")
+    ```
+    """
+    path = os.fspath(path)
+    check_regular_file(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as error:  # a pickle, or no NumPy format at all; NumPy's advice to unpickle is not relayed
+        what = (
+            "it reads as pickled Python data, which is not unpickled" if "pickle" in str(error) else "no NumPy format"
+        )
+        raise ValueError(f"{path} is not a NumPy .npz archive ({what}).") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise OSError(
+            f"{path} is damaged or truncated ({type(error).__name__}: {error}); write or copy it again."
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive.")
+    arrays = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:
+                if "allow_pickle" not in str(error):
+                    raise ValueError(f"{path}: its array {key!r} cannot be read ({error}).") from None
+                raise ValueError(
+                    f"{path} holds pickled Python objects (its array {key!r} has dtype object), which are not "
+                    "read: unpickling could run code that came with the file. This package writes numbers and "
+                    "strings only; write the file again with the tool that made it."
+                ) from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+                raise OSError(
+                    f"{path} is damaged or truncated: its array {key!r} cannot be read "
+                    f"({type(error).__name__}: {error}); write or copy it again."
+                ) from None
+    return arrays

@@ -311,12 +311,18 @@ def get_preset(name):
 def check_local_preset(preset, load_weights=True):
     """A local preset or snapshot folder's files, checked before a loader reads them.
 
-    A broken `config.json`, a truncated `model.weights.h5` or `model.safetensors`
-    is named with what is wrong (`files.check_preset_folder`) instead of
-    surfacing as the loader's bare JSON or HDF5 error.
+    A broken `config.json`, a truncated `model.weights.h5` or `model.safetensors`,
+    weights of another width, anything but a regular file (a FIFO would hang
+    the loader) is named with what is wrong (`files.check_preset_folder`)
+    instead of surfacing as the loader's bare JSON, HDF5 or Keras error. A
+    preset given as a file (a `.pth`) must be a regular file.
     """
-    if isinstance(preset, str) and os.path.isdir(preset):
+    if not isinstance(preset, str):
+        return
+    if os.path.isdir(preset):
         files.check_preset_folder(preset, weights=load_weights)
+    elif os.path.lexists(preset):
+        files.check_regular_file(preset)
 
 
 def check_preset_name(preset):

@@ -464,7 +464,16 @@ def run_convert(args):
         print(f"[{next(steps, 3)}/3 {time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     check_new_folder(args.out_dir, "OUT_DIR")
-    convert = next((convert for _, test, convert in CONVERTERS if test(args.source)), None)
+    try:
+        # The kind tests below read SOURCE's config.json: a broken one is named here, in one line,
+        # and a FIFO refused before any of them opens it.
+        if os.path.isdir(args.source):
+            files.check_preset_folder(args.source, weights=False)
+        elif os.path.lexists(args.source):
+            files.check_regular_file(args.source)
+        convert = next((convert for _, test, convert in CONVERTERS if test(args.source)), None)
+    except (ValueError, OSError) as error:
+        raise CommandError(str(error)) from None
     if convert is None:
         kinds = ", ".join(kind for kind, _, _ in CONVERTERS)
         raise CommandError(
@@ -673,21 +682,110 @@ def run_train_bench(args):
     return status or 0
 
 
+# The inference bench's options each of its modes uses (besides --repeats, --quick).
+BENCH_MODE_OPTIONS = {
+    "--pretrained": ("--no-int8", "--checkpoint"),
+    "--blocks": ("PRESET",),
+    "tables": ("PRESET", "--batch-sizes", "--no-peers", "--no-int8", "--plot"),
+}
+BENCH_OPTION_NAMES = {"presets": "PRESET", "peers": "--no-peers", "int8": "--no-int8"}
+
+
+def given_bench_options(args):
+    """The inference bench's options given on the command line (those differing from their defaults)."""
+    return [
+        BENCH_OPTION_NAMES.get(dest, "--" + dest.replace("_", "-"))
+        for dest, default in args.bench_defaults.items()
+        if dest not in ("train_bench", "pretrained", "blocks") and getattr(args, dest) != default
+    ]
+
+
+def check_bench_arguments(args):
+    """Every check of bench's options that needs no model, before any work: a `CommandError` each.
+
+    An option the chosen bench would ignore is refused, not dropped: --checkpoint
+    without --pretrained, --plot with --blocks, --repeats beside --quick.
+    """
+    if args.pretrained is not None and args.blocks:
+        raise CommandError("--pretrained and --blocks are two different benches; run them one at a time.")
+    mode = "--pretrained" if args.pretrained is not None else "--blocks" if args.blocks else "tables"
+    given = given_bench_options(args)
+    ignored = [option for option in given if option not in BENCH_MODE_OPTIONS[mode] + ("--repeats", "--quick")]
+    if ignored:
+        what = f"with {mode}" if mode != "tables" else "without --pretrained"
+        raise CommandError(f"{', '.join(ignored)} would be ignored {what}: {mode_uses(mode)}")
+    if args.quick and ("--repeats" in given or "--batch-sizes" in given):
+        raise CommandError("--quick sets 3 repeats at batch 1; give --quick or --repeats / --batch-sizes, not both.")
+    if args.plot is not None:
+        check_plot_path(args.plot)
+
+
+def mode_uses(mode):
+    uses = ", ".join(BENCH_MODE_OPTIONS[mode] + ("--repeats", "--quick"))
+    return f"{'the tables' if mode == 'tables' else mode} take{'' if mode == 'tables' else 's'} {uses}."
+
+
+def check_plot_path(path):
+    """--plot's file can be written: a .png in an existing, writable folder, and matplotlib is there."""
+    if not path.lower().endswith(".png"):
+        raise CommandError(f"--plot writes a PNG picture: give a file name ending with .png, got {path!r}.")
+    if os.path.isdir(path):
+        raise CommandError(f"--plot {path!r} is a folder; give the .png file to write.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is a file" if os.path.exists(folder) else "does not exist"
+        raise CommandError(f"--plot's folder {folder!r} {what}; create it first.")
+    try:  # permissions alone do not tell (a read-only file system, root): try it
+        with tempfile_in(folder):
+            pass
+    except OSError as error:
+        raise CommandError(f"cannot write --plot {path!r}: no file can be created in {folder!r} ({error.strerror}).")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CommandError(f"--plot needs matplotlib; pip install 'mnet-backbones[{EXTRAS['bench']}]' installs it.")
+
+
+def bench_checkpoints(args, names):
+    """--checkpoint NAME=PATH as {name: path}, each name one benchmarked and each path a readable file."""
+    from mnet_backbones import files
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, equals, path = item.partition("=")
+        if not (equals and name and path):
+            raise CommandError(f"--checkpoint takes NAME=PATH; got {item!r}.")
+        if name in checkpoints:
+            raise CommandError(f"--checkpoint names {name!r} twice.")
+        if name not in names:
+            raise CommandError(
+                f"--checkpoint {item!r}: {name!r} is not benchmarked in this run (the heads timed: "
+                f"{', '.join(names)}); name it after --pretrained too."
+            )
+        try:
+            files.check_regular_file(path)
+        except OSError as error:
+            raise CommandError(f"--checkpoint {item!r}: {error}") from None
+        checkpoints[name] = path
+    return checkpoints
+
+
 def run_bench(args):
     if args.train_bench is not None:
         return run_train_bench(args)
+    check_bench_arguments(args)
     require_tensorflow("bench", "times TensorFlow graph mode and LiteRT")
     from mnet_tools import bench
 
     presets = tuple(args.presets) or bench.DEFAULT_PRESETS
     repeats, batch_sizes = (3, (1,)) if args.quick else (args.repeats, tuple(args.batch_sizes))
     if args.pretrained is not None:
-        checkpoints = dict(item.split("=", 1) for item in args.checkpoint if "=" in item)
-        if len(checkpoints) != len(args.checkpoint):
-            raise CommandError(f"--checkpoint takes NAME=PATH; got {args.checkpoint}.")
+        names = tuple(args.pretrained) or bench.DEFAULT_TASKS
+        unknown = [name for name in names if name not in bench.TASKS]
+        if unknown:
+            raise CommandError(f"Unknown pretrained head {unknown[0]!r}. Valid names: {sorted(bench.TASKS)}.")
+        checkpoints = bench_checkpoints(args, names)
         try:
             rows = bench.run_task_benchmark(
-                tuple(args.pretrained) or bench.DEFAULT_TASKS,
+                names,
                 repeats,
                 int8=args.int8,
                 checkpoints=checkpoints,
@@ -697,6 +795,9 @@ def run_bench(args):
             raise CommandError(str(error)) from None
         print(bench.task_results_table(rows))
         return 0
+    unknown = [preset for preset in presets if preset not in bench.PRESETS]
+    if unknown:  # all of them, before the first is timed
+        raise CommandError(f"Unknown preset {unknown[0]!r}. Valid presets: {sorted(bench.PRESETS)}.")
     if args.blocks:
         for preset in presets:
             try:

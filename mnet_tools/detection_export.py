@@ -207,13 +207,12 @@ def read_settings(tflite_path):
     """
     tflite_path = os.fspath(tflite_path)
     pair_path = settings_path(tflite_path)
-    if not os.path.isfile(pair_path):
+    if not os.path.exists(pair_path):
         raise FileNotFoundError(
             f"{tflite_path} has no post-processing settings beside it ({pair_path}): export the detector "
             "with mnet_tools.detection_export.export_litert (or `mnet-backbones export`), which writes both."
         )
-    with np.load(pair_path) as file:
-        settings = {key: file[key] for key in file.files}
+    settings = files.read_npz(pair_path)  # an object array or a FIFO refused, naming the file
     expected = str(settings["tflite_sha256"]) if "tflite_sha256" in settings else None
     if expected is not None and expected != files.sha256_of(tflite_path):
         raise ValueError(

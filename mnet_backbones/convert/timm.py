@@ -13,7 +13,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from mnet_backbones import architectures
+from mnet_backbones import architectures, files
 from mnet_backbones.architectures import MQA, UIB, Conv, FusedIB
 from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from mnet_backbones.convert.mapping import (
@@ -72,8 +72,9 @@ def backbone_config_for(timm_architecture):
 def read_state_dict(folder):
     """Every tensor of the snapshot as float32 numpy (float16 is widened)."""
     path = os.path.join(str(folder), TIMM_WEIGHTS)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"No {TIMM_WEIGHTS} in timm snapshot folder {folder!r}.")
+    files.check_regular_file(path)  # a FIFO would hang the reader
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
@@ -247,7 +248,7 @@ def download_snapshot(handle):
             f"Loading {handle!r} needs the huggingface_hub package: pip install huggingface_hub"
         ) from error
     try:
-        return huggingface_hub.snapshot_download(
+        folder = huggingface_hub.snapshot_download(
             repo_id, allow_patterns=[TIMM_CONFIG, TIMM_WEIGHTS], library_name="mnet-backbones"
         )
     except Exception as error:  # the hub raises many types for "offline"/"not found"
@@ -258,6 +259,35 @@ def download_snapshot(handle):
             "copy here) and pass the local folder to from_preset(), or pass "
             "load_weights=False to build the model with random weights."
         ) from error
+    check_cached_blob(os.path.join(folder, TIMM_WEIGHTS), handle)
+    return folder
+
+
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def check_cached_blob(path, handle):
+    """Raise a `ValueError` unless the hub-cache file at `path` has the SHA-256 its blob is named after.
+
+    The Hugging Face cache keeps a large (LFS) file as `blobs/<its SHA-256>`
+    and links the snapshot's name to it; the hub checks it only while
+    downloading, and a file copied into the cache by hand is served as it is.
+    A file that is not such a link (another cache layout) is not checked.
+    """
+    if not os.path.lexists(path):
+        return
+    blob = os.path.realpath(path)
+    expected = os.path.basename(blob)
+    if not _SHA256_NAME.fullmatch(expected):
+        return
+    files.check_regular_file(blob)
+    digest = files.sha256_of(blob)
+    if digest != expected:
+        raise ValueError(
+            f"{path} (the cached {handle} file {blob}) has SHA-256 {digest}, but the hub's cache names it "
+            f"after its SHA-256 {expected}: it is not the file the hub published (copied there by hand, or "
+            "damaged) and is not used. Delete it and download again."
+        )
 
 
 def is_mobilenet_snapshot(preset):

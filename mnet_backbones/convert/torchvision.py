@@ -17,15 +17,15 @@ bare conv and BatchNorm). Heads built on a torchvision backbone pass their
 own slots beside `backbone_slots` to one `load_slots` call.
 """
 
-import hashlib
 import json
 import os
+import pickle
 import re
 import tempfile
 import urllib.error
 import urllib.request
 
-from mnet_backbones import architectures
+from mnet_backbones import architectures, files
 from mnet_backbones.architectures import UIB, Conv
 from mnet_backbones.constants import IMAGENET_CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from mnet_backbones.convert.mapping import (
@@ -82,8 +82,9 @@ def read_state_dict(path):
         ValueError: the file is not a PyTorch state_dict.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"No torchvision checkpoint at {path!r}.")
+    files.check_regular_file(path)  # a FIFO would hang torch.load
     try:
         # The one backend import of model code (tests/test_layering.py allows
         # exactly this): only torch's unpickler reads a .pth file. Lazy, so
@@ -97,11 +98,13 @@ def read_state_dict(path):
     try:
         # weights_only: a state_dict needs no arbitrary unpickling.
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+    except pickle.UnpicklingError as error:
+        raise WeightMismatchError(_pickled_objects_message(path, error)) from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ...
         raise WeightMismatchError(
-            f"Cannot read {path!r} as a PyTorch checkpoint ({type(error).__name__}: {error}). "
+            f"Cannot read {path!r} as a PyTorch checkpoint ({type(error).__name__}: {_torch_reason(error)}). "
             "Expected a state_dict saved with torch.save, as torchvision publishes them."
-        ) from error
+        ) from None
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise WeightMismatchError(
             f"{path!r} holds a {type(loaded).__name__}, not a state_dict (a dict of tensors). "
@@ -112,6 +115,29 @@ def read_state_dict(path):
         for key, value in loaded.items()
         if not key.endswith("num_batches_tracked")
     }
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
+# torch's weights-only unpickler names the first class it refused.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _torch_reason(error):
+    """torch's error as one plain line: no terminal colour codes, none of its advice to unpickle anyway."""
+    text = _TERMINAL_CODES.sub("", str(error))
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return "its content is not plain tensors" if "weights_only" in first else first
+
+
+def _pickled_objects_message(path, error):
+    refused = _REFUSED_GLOBAL.search(_TERMINAL_CODES.sub("", str(error)))
+    names = f" (it names {refused.group(1)})" if refused else ""
+    return (
+        f"{path} holds pickled Python objects, not only tensors{names}: probably a whole model or a "
+        "training checkpoint saved with torch.save(model, path). Such a file is not unpickled here, since "
+        "unpickling runs code the file chooses. Save the weights alone, as torchvision publishes them: "
+        "torch.save(model.state_dict(), path), and load that file."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -453,12 +479,41 @@ def _fetch(url, destination):
             f.write(chunk)
 
 
+def _check_published_hash(path, file_name, what, downloaded=False):
+    """Raise a `ValueError` unless `path`'s SHA-256 starts with the prefix `file_name` publishes.
+
+    The message names the file and both digests. Hashing costs about 0.1 s for
+    torchvision's largest MobileNet file (42 MB), next to seconds of
+    conversion, so a cached file is hashed on each use rather than trusted
+    from a marker that a copy could carry along.
+    """
+    expected = _HASH_SUFFIX.search(file_name)
+    files.check_regular_file(path)
+    if not expected:
+        return
+    digest = files.sha256_of(path)
+    if digest.startswith(expected.group(1)):
+        return
+    if downloaded:
+        raise ValueError(
+            f"{what} has SHA-256 {digest}, which does not start with {expected.group(1)} as its name "
+            "says: the download is corrupt. Try again."
+        )
+    raise ValueError(
+        f"{what}, has SHA-256 {digest}, but its published name says the SHA-256 starts with "
+        f"{expected.group(1)}: it is not the published file (another checkpoint copied under this name, or a "
+        "damaged copy) and is not used. Delete it and run again with network access, or copy the published "
+        "file there; to load a checkpoint of your own, pass its path to from_preset()."
+    )
+
+
 def download_checkpoint(url, progress=None):
     """The local path of the torchvision file at `url`, downloaded once.
 
     The file goes to `checkpoint_cache_dir()`, written to a temporary name,
     its SHA-256 checked against the prefix in its name, then renamed; later
-    calls find it and need no network.
+    calls find it and need no network. A file found there (downloaded
+    earlier or copied by hand) has its SHA-256 checked too, on every use.
 
     Args:
         url: e.g. `"https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth"`.
@@ -468,12 +523,15 @@ def download_checkpoint(url, progress=None):
     Raises:
         DownloadError: the file cannot be fetched (offline); the message says
             how to bring it here by hand.
-        ValueError: the downloaded file's hash does not match its name.
+        ValueError: the downloaded or cached file's hash does not match its name.
     """
     file_name = url.rstrip("/").rsplit("/", 1)[-1]
     folder = checkpoint_cache_dir()
     path = os.path.join(folder, file_name)
-    if os.path.isfile(path):
+    if os.path.lexists(path):
+        # Put here by an earlier download or by hand (the offline error says how): checked on every
+        # use, since the name alone does not make it the published file.
+        _check_published_hash(path, file_name, f"{path}, in the download cache as {url}")
         return path
     os.makedirs(folder, exist_ok=True)
     if progress:
@@ -490,17 +548,7 @@ def download_checkpoint(url, progress=None):
                 "automatically), and pass its local path to from_preset(); or pass "
                 "load_weights=False to build the model with random weights."
             ) from error
-        expected = _HASH_SUFFIX.search(file_name)
-        if expected:
-            digest = hashlib.sha256()
-            with open(staging, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            if not digest.hexdigest().startswith(expected.group(1)):
-                raise ValueError(
-                    f"The file downloaded from {url} has SHA-256 {digest.hexdigest()}, which does not "
-                    f"start with {expected.group(1)} as its name says: the download is corrupt. Try again."
-                )
+        _check_published_hash(staging, file_name, f"The file downloaded from {url}", downloaded=True)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
