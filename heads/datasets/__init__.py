@@ -17,6 +17,9 @@ train` is built on them):
   decodes it as displayed (EXIF orientation, 8-bit RGB), `image_tensor` is
   `read_image` inside a `tf.data` pipeline; `IMAGE_EXTENSIONS` are the file
   suffixes read as images.
+- Labels against a model: `check_classes` refuses COCO categories or mask
+  values beyond a model's classes, naming the file, through any `take`,
+  `map`, `shuffle` or `repeat` of a loader's dataset.
 - Augmentation seeds: `with_seeds` gives each element of a `tf.data`
   pipeline a stateless seed, `split_seed` splits one into several.
 
@@ -24,6 +27,7 @@ Every name here has its example in its docstring. Modules whose name starts
 with an underscore are private.
 """
 
+from heads.datasets._classes import check_classes
 from heads.datasets._random import split_seed, with_seeds
 from heads.datasets.coco import coco_dataset, load_coco, read_coco
 from heads.datasets.images import image_tensor, inspect_image, read_image
@@ -38,6 +42,7 @@ from heads.datasets.shapes import make_shapes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "check_classes",
     "check_pairs",
     "coco_dataset",
     "image_tensor",

@@ -93,11 +93,12 @@ def read_coco(annotation_file, image_dir, num_classes=None):
     """Reads a COCO detection file into per-image records (numpy, original pixels).
 
     Returns `(records, categories)`: `records` is a list, one dict per image
-    in file order, with `image_id`, `path`, `height`, `width` (the image as
-    displayed, after its EXIF orientation), `boxes` (N, 4) xyxy and `labels`
-    (N,) contiguous 0..K-1; `categories` is the file's category list, whose
-    order defines the labels (ids need not be contiguous). Crowd annotations
-    (`iscrowd` 1) are skipped; `iscrowd` and `area` may be absent.
+    in file order, with `annotation_file`, `image_id`, `file_name`, `path`,
+    `height`, `width` (the image as displayed, after its EXIF orientation),
+    `boxes` (N, 4) xyxy and `labels` (N,) contiguous 0..K-1; `categories`
+    is the file's category list, whose order defines the labels (ids need
+    not be contiguous). Crowd annotations (`iscrowd` 1) are skipped;
+    `iscrowd` and `area` may be absent.
 
     Everything is checked before anything is returned, every error naming
     the file: each image file exists, is a complete image and has the
@@ -154,6 +155,7 @@ def read_coco(annotation_file, image_dir, num_classes=None):
         if (json_height, json_width) != (info.height, info.width):
             raise _size_mismatch(image, info, path, annotation_file, json_height, json_width)
         record = {
+            "annotation_file": annotation_file,
             "image_id": image["id"],
             "file_name": image["file_name"],
             "path": path,
@@ -316,7 +318,13 @@ def load_coco(
     The file and every image it lists are checked first (see `read_coco`:
     sizes, ids, finite boxes, complete image files; with `num_classes`,
     categories beyond it), so a bad file fails here, naming itself, and not
-    in the middle of an epoch.
+    in the middle of an epoch. With `num_classes`, every element's labels
+    are checked again inside the pipeline (see `coco_dataset`), so the check
+    holds after any `.take()`, `.map()`, `.shuffle()` or `.repeat()`;
+    without it, `heads.datasets.check_classes(dataset, num_classes)` finds
+    the file's categories through such transformations and refuses more of
+    them than the model's classes (the detectors' `fit` checks the returned
+    dataset itself).
 
     Example:
     ```python
@@ -337,12 +345,58 @@ def load_coco(
     if not records:
         raise ValueError(f"{annotation_file} lists no images.")
     dataset = coco_dataset(
-        records, (height, width), batch_size, bounding_box_format, shuffle, augment, max_boxes, scale_range, seed
+        records,
+        (height, width),
+        batch_size,
+        bounding_box_format,
+        shuffle,
+        augment,
+        max_boxes,
+        scale_range,
+        seed,
+        num_classes=num_classes,
+        categories=categories,
     )
-    # The detectors' fit() compares this with their num_classes, for callers that did not pass it here.
+    # The detectors' fit() compares this with their num_classes, for callers that did not pass it here;
+    # check_classes finds it again upstream of any transformation.
     dataset.coco_categories = [category.get("name", category["id"]) for category in categories]
     dataset.coco_file = str(annotation_file)
     return dataset
+
+
+def _label_check(num_classes, categories):
+    """`check(labels, path, source)`: labels, asserted below `num_classes` inside the pipeline."""
+    if num_classes is None:
+        return lambda labels, path, source: labels
+    num_classes = check_positive_int("num_classes", num_classes)
+    if categories is None:
+        names = None
+    else:
+        names = tf.constant(
+            [f"category {category.get('id')} ({category.get('name', 'no name')})" for category in categories]
+            + [f"no category of the {len(categories)} in the file"]
+        )
+
+    allowed = (
+        f"; num_classes={num_classes} allows labels 0..{num_classes - 1} (the first {num_classes} categories of "
+        "the file). A label beyond them would train as no object: build the model with more classes, or leave "
+        "these boxes out."
+    )
+
+    def check(labels, path, source):
+        beyond = labels >= num_classes
+        first = labels[tf.argmax(tf.cast(beyond, tf.int32))]
+        if names is None:
+            named = tf.constant("a category")
+        else:
+            named = tf.gather(names, tf.clip_by_value(first, 0, len(categories)))
+        message = tf.strings.join(
+            ["Image ", path, " of ", source, " has a box of ", named, ", label ", tf.strings.as_string(first), allowed]
+        )
+        with tf.control_dependencies([tf.debugging.Assert(tf.logical_not(tf.reduce_any(beyond)), [message])]):
+            return tf.identity(labels)
+
+    return check
 
 
 def coco_dataset(
@@ -355,6 +409,8 @@ def coco_dataset(
     max_boxes=None,
     scale_range=(0.75, 1.25),
     seed=None,
+    num_classes=None,
+    categories=None,
 ):
     """`load_coco`'s batches from `read_coco`'s records, which it does not check again.
 
@@ -365,6 +421,14 @@ def coco_dataset(
     padding to `max_boxes` and optional `augment` (see `load_coco` for each
     argument). `image_size` is `(height, width)`; `records` must not be
     empty. `mnet-backbones train` builds its detection epochs on it.
+
+    With `num_classes`, each element's labels are checked where they are
+    read, inside the pipeline, so the check survives any transformation of
+    the dataset (records filtered or relabelled by hand are not checked up
+    front): a label `>= num_classes` stops iteration with a
+    `tf.errors.InvalidArgumentError` naming the annotation file, the image,
+    the category id (from `categories`, `read_coco`'s second result, if
+    given) and the labels allowed.
 
     Example:
     ```python
@@ -395,8 +459,11 @@ def coco_dataset(
         boxes[i, :count] = record["boxes"][:count] * scale
         labels[i, :count] = record["labels"][:count]
     paths = [record["path"] for record in records]
+    sources = [record.get("annotation_file", "the annotations") for record in records]
+    check_labels = _label_check(num_classes, categories)
 
-    def load(path, image_boxes, image_labels, element_seed=None):
+    def load(path, source, image_boxes, image_labels, element_seed=None):
+        image_labels = check_labels(image_labels, path, source)
         image = tf.image.resize(tf.cast(image_tensor(path), tf.float32), (height, width))
         if augment:
             image, image_boxes, image_labels = _scale_jitter_and_flip(
@@ -406,7 +473,7 @@ def coco_dataset(
         image_boxes = _convert_from_xyxy(image_boxes, bounding_box_format, height, width)
         return image, {"boxes": image_boxes, "labels": image_labels}
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
+    dataset = tf.data.Dataset.from_tensor_slices((paths, sources, boxes, labels))
     if shuffle:
         dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     if augment:

@@ -168,7 +168,10 @@ def load_segmentation(
     empty, not an image or truncated is an OSError naming it, and a mask of
     another size than its image a ValueError naming both files and sizes.
     With `num_classes`, every mask's values are checked too and a value
-    `>= num_classes` other than 255 raises a ValueError naming the file.
+    `>= num_classes` other than 255 raises a ValueError naming the file,
+    up front and again where each mask is decoded. Without it,
+    `heads.datasets.check_classes(dataset, num_classes)` checks the masks
+    for a model's classes, through any transformation of the dataset.
 
     With `augment`: a random horizontal flip and scale jitter (resize by a
     factor in `scale_range`, then a random crop, or padding with ignore
@@ -207,8 +210,9 @@ def load_segmentation(
         for path in mask_paths:
             read_mask(path, num_classes)
 
+    # Checked again where each mask is decoded (a file may change after the check above).
     def load_mask(path):
-        return read_mask(os.fsdecode(path))[..., None]
+        return read_mask(os.fsdecode(path), num_classes)[..., None]
 
     def load(image_path, mask_path):
         image = image_tensor(image_path)
@@ -244,4 +248,8 @@ def load_segmentation(
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         dataset = with_seeds(dataset, seed).map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # heads.datasets.check_classes finds these upstream of any transformation.
+    dataset.mask_files = mask_paths
+    dataset.masks_checked_below = num_classes
+    return dataset
