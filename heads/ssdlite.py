@@ -334,18 +334,29 @@ class SSDLiteObjectDetector(PyramidObjectDetector):
             **kwargs,
         )
 
+    def _clean_targets(self, x, y):
+        """Array targets checked and clipped to the images they describe (see `fit`); anything else as it is."""
+        if not (isinstance(y, dict) and "boxes" in y and "labels" in y):
+            return y
+        shape = tuple(getattr(x, "shape", ()))
+        # The boxes are in the pixels of the images given, which an attached
+        # preprocessor then resizes, boxes with them.
+        image_size = shape[1:3] if len(shape) == 4 and all(shape[1:3]) else self.image_size
+        return clean_detection_targets(y, self.num_classes, image_size, bounding_box_format=self.bounding_box_format)
+
     def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; array targets are checked and cleaned first.
+        """keras-hub's `fit` (an attached preprocessor runs first); array targets are checked and cleaned first.
 
         With `y={"boxes", "labels"}` given as arrays, boxes are clipped to the
-        image, degenerate ones dropped (padded with -1), and a label outside
-        `[0, num_classes)` raises a ValueError naming it.
+        images given (before a preprocessor resizes both), degenerate ones
+        dropped (padded with -1), and a label outside `[0, num_classes)`
+        raises a ValueError naming it.
         """
-        if isinstance(y, dict) and "boxes" in y and "labels" in y:
-            y = clean_detection_targets(
-                y, self.num_classes, self.image_size, bounding_box_format=self.bounding_box_format
-            )
-        return super().fit(x, y, *args, **kwargs)
+        return super().fit(x, self._clean_targets(x, y), *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """keras-hub's `evaluate`, with array targets checked and cleaned as `fit` does."""
+        return super().evaluate(x, self._clean_targets(x, y), *args, **kwargs)
 
     # --- prediction ---------------------------------------------------------
     @property

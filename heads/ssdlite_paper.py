@@ -678,12 +678,8 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
             )
         return {"boxes": boxes, "labels": labels.astype("int32")}
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; array images of another size are resized, their boxes with them.
-
-        Array targets are checked first: a label outside 1..num_classes-1
-        (and not -1), a non-finite or an empty box raise a ValueError.
-        """
+    def _resize_training_arrays(self, x, y):
+        """Array targets checked; array images of another size resized to `image_size`, their boxes with them."""
         if isinstance(y, dict) and "boxes" in y and "labels" in y:
             y = self._check_targets(y)
             if isinstance(x, np.ndarray) and x.ndim == 4 and tuple(x.shape[1:3]) != self.image_size:
@@ -702,7 +698,22 @@ class SSDLite320ObjectDetector(PyramidObjectDetector):
                     )
                 )  # fmt: skip
                 x = keras.ops.convert_to_numpy(resize_images(x, self.image_size))
+        return x, y
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """keras-hub's `fit`; array images of another size are resized, their boxes with them.
+
+        Array targets are checked first: a label outside 1..num_classes-1
+        (and not -1), a non-finite or an empty box raise a ValueError. An
+        attached preprocessor then sees images of `image_size`, as in `predict`.
+        """
+        x, y = self._resize_training_arrays(x, y)
         return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """keras-hub's `evaluate`, with array images and targets resized and checked as `fit` does."""
+        x, y = self._resize_training_arrays(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     # --- prediction ---------------------------------------------------------
     def _resize_batch(self, x):

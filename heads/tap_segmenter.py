@@ -105,6 +105,42 @@ def create_segmenter(cls, backbone, num_classes, image_size, kwargs):
     return cls(backbone, num_classes=num_classes, image_size=image_size, **task_kwargs)
 
 
+def _source_rows(in_size, out_size, dtype):
+    """Per output row: the two input rows it reads and the second one's weight (half-pixel centres)."""
+    in_size = ops.cast(in_size, "int32")
+    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+    # (i + 0.5) * scale - 0.5, clamped at the first row, as PyTorch and TensorFlow do.
+    centres = ops.maximum((ops.cast(ops.arange(out_size), "float32") + 0.5) * scale - 0.5, 0.0)
+    low = ops.floor(centres)
+    weight = ops.cast(centres - low, dtype)
+    low = ops.minimum(ops.cast(low, "int32"), in_size - 1)
+    high = ops.minimum(low + 1, in_size - 1)
+    return low, high, weight
+
+
+def resize_bilinear(images, height, width):
+    """Images (B, H, W, C) resized bilinearly to `height` x `width`, which may be tensors read at run time.
+
+    Half-pixel centres, no antialiasing: the same values as
+    `keras.ops.image.resize(images, (height, width), interpolation="bilinear")`,
+    built from gathers so that a TensorFlow graph with unknown sizes can run it.
+
+    Example:
+    ```python
+    resize_bilinear(keras.ops.ones((1, 11, 13, 5)), 21, 25).shape  # (1, 21, 25, 5)
+    ```
+    """
+    dtype = images.dtype
+    shape = ops.shape(images)
+    in_height, in_width = shape[1], shape[2]
+    top, bottom, row_weight = _source_rows(in_height, height, dtype)
+    rows = ops.take(images, top, axis=1)
+    rows = rows + (ops.take(images, bottom, axis=1) - rows) * ops.reshape(row_weight, (1, -1, 1, 1))
+    left, right, column_weight = _source_rows(in_width, width, dtype)
+    columns = ops.take(rows, left, axis=2)
+    return columns + (ops.take(rows, right, axis=2) - columns) * ops.reshape(column_weight, (1, 1, -1, 1))
+
+
 @keras.saving.register_keras_serializable(package="heads")
 class ResizeToMatch(keras.layers.Layer):
     """Resizes a map bilinearly to the height and width of a reference map.
@@ -112,7 +148,8 @@ class ResizeToMatch(keras.layers.Layer):
     Half-pixel centres, no antialiasing: PyTorch's
     `F.interpolate(mode="bilinear", align_corners=False)`, which
     torchvision's segmenters use for every resize. The reference's size is a
-    constant where the graph knows it, else read at run time.
+    constant where the graph knows it (one resize op, as exported files
+    have it), else read at run time (`resize_bilinear`).
 
     Example:
     ```python
@@ -122,7 +159,12 @@ class ResizeToMatch(keras.layers.Layer):
 
     def call(self, inputs, reference):
         _, height, width = map_size(reference)
-        return ops.image.resize(inputs, (height, width), interpolation="bilinear")
+        if isinstance(height, int) and isinstance(width, int):
+            # Sizes known when traced (a fixed image_size, an export): one resize op.
+            return ops.image.resize(inputs, (height, width), interpolation="bilinear")
+        # `ops.image.resize` tests its size with Python comparisons, which a
+        # size read at run time in a TensorFlow graph cannot answer.
+        return resize_bilinear(inputs, height, width)
 
     def compute_output_shape(self, inputs_shape, reference_shape):
         return (inputs_shape[0], reference_shape[1], reference_shape[2], inputs_shape[-1])
@@ -146,13 +188,6 @@ class TapSegmenter(PyramidImageSegmenter):
         super().__init_subclass__(**kwargs)
         if cls.torchvision_builder is not None:
             torchvision_segmentation.SEGMENTER_CLASSES[cls.torchvision_builder] = cls
-
-    def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`; with a fixed `image_size`, images in memory are checked against it first."""
-        if self.image_size is None:
-            # Any size: Keras checks the rank and channels.
-            return keras.Model.predict(self, x, *args, **kwargs)
-        return super().predict(x, *args, **kwargs)
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Configures training; "auto" picks the segmentation defaults.

@@ -94,7 +94,7 @@ def clean_detection_targets(targets, num_classes, image_size, bounding_box_forma
     # boxes [[[0, 10, 20, 64]]], labels [[0]] (and a warning: clipped by 26 pixels)
     ```
     """
-    height, width = check_image_size(image_size)
+    height, width = check_image_size(image_size, minimum=1)
     boxes = np.array(keras.ops.convert_to_numpy(targets["boxes"]), dtype="float32")
     labels = np.array(keras.ops.convert_to_numpy(targets["labels"]))
     if boxes.shape[-1:] != (4,) or boxes.shape[:-1] != labels.shape:

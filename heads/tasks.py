@@ -31,7 +31,10 @@ def _image_arrays(task, x):
     Raises a ValueError, before Keras sees the input, for what Keras would
     misread: one image without a batch axis (Keras would take its rows for a
     batch), an empty batch, a channel count or an image size the task does
-    not take. A list of images of different sizes comes back as the list.
+    not take. The size is checked only where the images go into the model
+    as they are: not when the task takes any size, nor when a preprocessor
+    (which may resize them) runs first. A list of images of different sizes
+    comes back as the list.
     """
     if isinstance(x, (list, tuple)):
         images = [np.asarray(image) for image in x]
@@ -58,7 +61,6 @@ def _image_arrays(task, x):
 
 def _check_image(task, batch, check_size=True):
     shape = tuple(batch.shape)
-    height, width = task.image_size
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(
             f"{type(task).__name__} takes RGB images (batch, height, width, 3); got shape {shape}. "
@@ -66,7 +68,10 @@ def _check_image(task, batch, check_size=True):
         )
     if shape[1] == 0 or shape[2] == 0:
         raise ValueError(f"{type(task).__name__} got an image with no pixels (shape {shape}).")
-    if check_size and (shape[1], shape[2]) != (height, width):
+    if not check_size or task.image_size is None or task.preprocessor is not None:
+        return
+    height, width = task.image_size
+    if (shape[1], shape[2]) != (height, width):
         raise ValueError(
             f"{type(task).__name__} was built for {height}x{width} images; got {shape[1]}x{shape[2]} "
             f"(shape {shape}). Resize them first (keras.layers.Resizing({height}, {width})), or build the "
@@ -158,12 +163,19 @@ class PyramidImageSegmenter(ImageSegmenter):
         super().__init__(*args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`, with images in memory checked first."""
+        """keras-hub's `predict` (an attached preprocessor runs first), with images in memory checked first.
+
+        A list of images of different sizes is predicted one image at a time,
+        into a list of logits, where the model takes any size or a
+        preprocessor runs first; a segmenter of a fixed `image_size` refuses it.
+        """
         images = _image_arrays(self, x)
-        if isinstance(images, list):
+        if not isinstance(images, list):
+            return super().predict(x if images is None else images, *args, **kwargs)
+        if self.image_size is not None and self.preprocessor is None:
             raise ValueError(
                 f"{type(self).__name__}.predict got images of different sizes "
                 f"{sorted({image.shape[:2] for image in images})}; it was built for "
                 f"{self.image_size[0]}x{self.image_size[1]}. Resize them (and the masks you compare with) first."
             )
-        return super().predict(x if images is None else images, *args, **kwargs)
+        return [super(PyramidImageSegmenter, self).predict(image[None], *args, **kwargs)[0] for image in images]

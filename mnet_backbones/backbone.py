@@ -34,6 +34,36 @@ def validate_width_multiplier(width_multiplier):
     return float(width_multiplier)
 
 
+def check_image_batch(model, x):
+    """A ValueError for a batch in memory no model takes: no images at all, or images with no pixels.
+
+    Keras would otherwise fail deep inside: a convolution's negative
+    dimension, or `predict`'s `UnboundLocalError` on an empty batch.
+    Datasets and generators (no `shape`) are left to Keras.
+
+    Example:
+    ```python
+    check_image_batch(backbone, np.zeros((0, 224, 224, 3)))  # ValueError: ... empty batch ...
+    ```
+    """
+    if isinstance(x, (list, tuple)) and not x:
+        raise ValueError(f"{type(model).__name__}.predict got an empty list of images: nothing to predict.")
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return
+    shape = tuple(x.shape)
+    if len(shape) == 4 and shape[0] == 0:
+        raise ValueError(f"{type(model).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
+    _check_pixels(model, shape)
+
+
+def _check_pixels(model, shape):
+    if len(shape) == 4 and (shape[1] == 0 or shape[2] == 0):
+        raise ValueError(
+            f"{type(model).__name__} got an image with no pixels (shape {shape}): images need a height and "
+            "a width of at least one pixel."
+        )
+
+
 @keras.saving.register_keras_serializable(package="mnet_backbones")
 class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
     """MobileNet V1, V2, V3 or V4 as a keras-hub feature-pyramid backbone.
@@ -203,7 +233,13 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 f"{type(self).__name__} expects images of shape (batch, height, width, "
                 f"{self.image_shape[-1]}), channels last. Received an input of shape {shape}."
             )
+        _check_pixels(self, shape)
         return super().call(inputs, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`; an empty batch or images with no pixels raise a ValueError first."""
+        check_image_batch(self, x)
+        return super().predict(x, *args, **kwargs)
 
     @property
     def architecture_spec(self):

@@ -6,7 +6,7 @@ import numpy as np
 from keras_hub.models import Task
 
 from mnet_backbones import weights
-from mnet_backbones.backbone import MobileNetBackbone
+from mnet_backbones.backbone import MobileNetBackbone, check_image_batch
 from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import get_activation
 from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_preset
@@ -209,6 +209,11 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
             ),
         )
         return config
+
+    def predict(self, x, *args, **kwargs):
+        """keras-hub's `predict`; an empty batch or images with no pixels raise a ValueError first."""
+        check_image_batch(self, x)
+        return super().predict(x, *args, **kwargs)
 
     def compile_from_config(self, config):
         # keras-hub's compile() has its own signature, so Keras does not
