@@ -317,15 +317,30 @@ def test_offline_builtin_name_gives_the_clear_error(tmp_path, monkeypatch):
 
 
 def test_builtin_name_converts_a_seeded_download_once(tmp_path, monkeypatch, classifier, reference):
-    # The file as if downloaded earlier (the error message's way out 2).
+    # The file as if downloaded earlier (the error message's way out 2). A cached file is checked
+    # against the SHA-256 prefix of its published name: the preset points at the fixture's own hash.
+    import dataclasses
+    import hashlib
+
+    from mnet_backbones import presets
+
+    name = "mobilenetv3_small_100_torchvision"
+    with open(os.path.join(FIXTURE, "model.pth"), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:8]
+    url, weights_name, top1 = presets.BUILTIN_PRESETS[name].torchvision
+    url = url.replace("047dcff4", digest)
+    seeded = dataclasses.replace(presets.BUILTIN_PRESETS[name], torchvision=(url, weights_name, top1))
+    for table in (presets.BUILTIN_PRESETS, presets.TORCHVISION_PRESETS):
+        monkeypatch.setitem(table, name, seeded)
     monkeypatch.setenv("MNET_BACKBONES_CACHE", str(tmp_path))
     monkeypatch.setattr(tv, "_fetch", _offline)
     (tmp_path / "torchvision").mkdir()
-    shutil.copy(os.path.join(FIXTURE, "model.pth"), tmp_path / "torchvision" / "mobilenet_v3_small-047dcff4.pth")
-    first = MobileNetImageClassifier.from_preset("mobilenetv3_small_100_torchvision")
-    assert os.path.isfile(tmp_path / "mobilenetv3_small_100_torchvision" / "model.weights.h5")
-    os.remove(tmp_path / "torchvision" / "mobilenet_v3_small-047dcff4.pth")  # the cache alone serves now
-    again = keras_hub.models.Backbone.from_preset("mobilenetv3_small_100_torchvision")
+    cached = tmp_path / "torchvision" / f"mobilenet_v3_small-{digest}.pth"
+    shutil.copy(os.path.join(FIXTURE, "model.pth"), cached)
+    first = MobileNetImageClassifier.from_preset(name)
+    assert os.path.isfile(tmp_path / name / "model.weights.h5")
+    os.remove(cached)  # the cache alone serves now
+    again = keras_hub.models.Backbone.from_preset(name)
     image = _normalise(reference["image_0"])[None]
     for model in (first, classifier):
         assert relative_error(_logits(model, reference["image_0"]), reference["logits_0"]) < 1e-4
