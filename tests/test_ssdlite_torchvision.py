@@ -497,4 +497,24 @@ def test_int8_litert_is_full_integer_and_its_error_is_measured(detector, resized
     }
     coverage = litert.xnnpack_coverage(path)
     print(f"int8 LiteRT vs Keras on the parity inputs, max error / largest value: {errors}; XNNPACK: {coverage}")
-    assert all(np.isfinite(list(errors.values()))) and max(errors.values()) < 0.5
+    assert coverage["partitions"] == 1
+    # Measured on the new fixture: 1.016 (class logits) and 0.900 (box deltas); root-mean-square 0.75 and
+    # 0.95 of the outputs' own. Not the export's doing: the fixture's random network amplifies any
+    # perturbation (see the test below: +-2 grey levels of input noise move the float model's outputs by
+    # 0.63 / 0.69 of the largest value, +-4 by 0.65 / 0.83 in rms), so int8's rounding leaves little of its
+    # raw outputs. This bound only catches an exploding file; int8's accuracy on a well-conditioned
+    # detector is tested in tests/test_export_cli.py::test_int8_detector_keeps_its_detections.
+    assert all(np.isfinite(list(errors.values()))) and max(errors.values()) < 1.5
+
+
+@litert_only
+def test_the_fixture_amplifies_faint_input_noise(detector, resized):
+    """Why int8 leaves little of this fixture's raw outputs: +-2 grey levels already move them far."""
+    noise = np.random.default_rng(0).uniform(-2.0, 2.0, resized.shape)
+    clean, noisy = detector(resized), detector((resized + noise).astype("float32"))
+    moved = {
+        name: relative_error(keras.ops.convert_to_numpy(noisy[name]), keras.ops.convert_to_numpy(clean[name]))
+        for name in ("cls_logits", "bbox_regression")
+    }
+    print(f"float32 under +-2 grey levels of input noise, max error / largest value: {moved}")
+    assert min(moved.values()) > 0.4  # measured 0.63 and 0.69
