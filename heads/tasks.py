@@ -11,6 +11,8 @@ task (a bare backbone) has no head to load: the base says which function
 builds one.
 """
 
+import sys
+
 import keras
 import numpy as np
 from keras_hub.models import ImageSegmenter, ObjectDetector
@@ -101,14 +103,10 @@ class PyramidObjectDetector(ObjectDetector):
         """`keras.Model.fit`; a `load_coco` dataset with more categories than `num_classes` is refused.
 
         (A label beyond `num_classes` would otherwise train as "no object".)
+        The dataset is checked however it was transformed since `load_coco`
+        (`take`, `map`, `shuffle`, `repeat`, ...): `heads.datasets.check_classes`.
         """
-        categories = getattr(x, "coco_categories", None)
-        if categories is not None and len(categories) > self.num_classes:
-            raise ValueError(
-                f"{getattr(x, 'coco_file', 'The dataset')} has {len(categories)} categories {categories[:10]}, but "
-                f"this detector has num_classes={self.num_classes}: labels {self.num_classes}.. would train as no "
-                f"object. Build the detector with num_classes={len(categories)}."
-            )
+        _check_dataset_classes(x, self.num_classes)
         return super().fit(x, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
@@ -162,6 +160,21 @@ class PyramidImageSegmenter(ImageSegmenter):
             _refuse("segmenter", "heads.create_deeplabv3plus()")
         super().__init__(*args, **kwargs)
 
+    def fit(self, x=None, *args, **kwargs):
+        """keras-hub's `fit`; a `load_segmentation` dataset with a mask value beyond the classes is refused.
+
+        However the dataset was transformed since, its masks are checked once
+        against `num_classes` (255 is "ignore"), and the error names the mask
+        file: `heads.datasets.check_classes`.
+        """
+        _check_dataset_classes(x, self.num_classes)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """keras-hub's `evaluate`, with a `load_segmentation` dataset's masks checked as `fit` does."""
+        _check_dataset_classes(x, self.num_classes)
+        return super().evaluate(x, *args, **kwargs)
+
     def predict(self, x, *args, **kwargs):
         """keras-hub's `predict` (an attached preprocessor runs first), with images in memory checked first.
 
@@ -179,3 +192,16 @@ class PyramidImageSegmenter(ImageSegmenter):
                 f"{self.image_size[0]}x{self.image_size[1]}. Resize them (and the masks you compare with) first."
             )
         return [super(PyramidImageSegmenter, self).predict(image[None], *args, **kwargs)[0] for image in images]
+
+
+def _check_dataset_classes(x, num_classes):
+    """`heads.datasets.check_classes` on `x` when it can come from our loaders.
+
+    A dataset from `load_coco` or `load_segmentation` exists only once
+    `heads.datasets` (and with it TensorFlow) is imported: otherwise nothing
+    is imported here, and nothing checked.
+    """
+    if x is not None and "heads.datasets" in sys.modules:
+        from heads.datasets import check_classes
+
+        check_classes(x, num_classes)

@@ -157,3 +157,38 @@ def test_check_classes_example_runs(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(textwrap.dedent(block), "<check_classes docstring>", "exec"), namespace)
     assert namespace["dataset"].masks_checked_below == 4  # read once for 4 classes, not again
+
+
+# --- the models' fit and evaluate ---------------------------------------------------
+
+
+def _tiny_backbone():
+    from mnet_backbones import MobileNetBackbone
+
+    return MobileNetBackbone("mobilenetv3_small", width_multiplier=0.35)
+
+
+def test_a_detectors_fit_refuses_extra_categories_after_transformations(shapes):
+    detector = heads.create_ssdlite(_tiny_backbone(), num_classes=2, image_size=32)
+    detector.compile()
+    dataset = load_coco(shapes["annotations"], shapes["images"], 32, 2)
+    for transform in ("take", "repeat"):
+        with pytest.raises(ValueError, match=r"has 3 categories .*num_classes=2") as caught:
+            detector.fit(TRANSFORMS[transform](dataset), epochs=1, steps_per_epoch=1, verbose=0)
+        assert shapes["annotations"] in str(caught.value)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_segmenters_fit_and_evaluate_name_the_mask_beyond_its_classes(masks_with_a_seven, method):
+    # Built without num_classes: the loss alone would say "label value of 7 ... [0, 4)", naming no file.
+    segmenter = heads.create_lraspp(_tiny_backbone(), num_classes=4)
+    segmenter.compile()
+    dataset = load_segmentation(masks_with_a_seven["images"], masks_with_a_seven["masks"], 32, 2)
+    data = dataset.shuffle(4, seed=0).repeat()
+    with pytest.raises(ValueError) as caught:
+        if method == "fit":
+            segmenter.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+        else:
+            segmenter.evaluate(data, steps=1, verbose=0)
+    for part in mask_message_parts(masks_with_a_seven["bad"]):
+        assert part in str(caught.value), (part, str(caught.value))
