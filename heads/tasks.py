@@ -201,7 +201,6 @@ def _check_dataset_classes(x, num_classes):
     `heads.datasets` (and with it TensorFlow) is imported: otherwise nothing
     is imported here, and nothing checked.
     """
-    if x is not None and "heads.datasets" in sys.modules:
-        from heads.datasets import check_classes
-
-        check_classes(x, num_classes)
+    datasets = sys.modules.get("heads.datasets")
+    if x is not None and datasets is not None:
+        datasets.check_classes(x, num_classes)
