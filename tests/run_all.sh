@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+# JAX compiles an XLA program for every operation and shape it meets eagerly (building a model
+# compiles one random initialiser per kernel shape: mobilenetv4_conv_small, 22 s cold, 3.8 s with
+# the programs cached). One compilation cache for this run, shared by every JAX process in it
+# (pytest workers, test_distributed's interpreters), removed at the end.
+jax_cache="$(mktemp -d)"
+trap 'rm -rf "${jax_cache}"' EXIT
+export JAX_COMPILATION_CACHE_DIR="${jax_cache}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1
 
 phase_start=$(date +%s)
 if [ -n "${CI_START:-}" ]; then
@@ -23,21 +32,25 @@ ruff format --check .
 ruff check .
 phase_done ruff
 
-# Tests of the model code itself: layers, builder, backbone, classifier, presets.
+# JAX and PyTorch run the tests whose outcome can differ per backend: the numerics of every layer
+# and head against their references (timm, torchvision, keras-hub), dilated convolutions, training
+# steps and losses, dtype policies, inputs of any size, preprocessing inside fit/evaluate/predict,
+# weight files loaded into each backend's variables, and the CLI. Structure that Keras computes
+# from shapes alone (parameter counts, channels, the predecessor API's variants, preset tables,
+# the timm name mapping, the package layout) is the same on every backend and runs on TensorFlow
+# only, with everything else (export, training runs, data, benchmarks: TensorFlow-only code).
 MODEL_TESTS=(
-  tests/test_layering.py
   tests/test_layers.py
-  tests/test_architectures.py
-  tests/test_presets.py
   tests/test_parity.py
-  tests/test_timm_conversion.py
   tests/test_bad_input.py
-  tests/test_predecessor_api.py
+  tests/test_predecessor_api.py::test_mixed_float16_outputs_are_finite
   tests/test_ssdlite.py
   tests/test_heads_ssdlite_parts.py
   tests/test_output_stride.py
   tests/test_deeplab.py
   tests/test_heads_inputs.py
+  tests/test_any_size.py
+  tests/test_preprocessor_consistency.py
   tests/test_torchvision_backbone.py
   tests/test_torchvision_classifier.py
   tests/test_ssdlite_torchvision.py
