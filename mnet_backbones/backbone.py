@@ -297,4 +297,8 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             filepath = os.path.join(weights.ensure_cached(preset), weights.WEIGHTS_FILE)
         if str(filepath).endswith(".h5"):
             files.check_hdf5_file(filepath)  # a truncated file named as such, not h5py's "eof = ..."
+            if os.path.basename(str(filepath)) == files.PRESET_WEIGHTS:
+                # keras-hub's generic loaders reach a preset folder's weights only here: another
+                # width's file is named with its first differing layer, not "objects could not be loaded".
+                files.check_weights_fit(os.path.dirname(os.path.abspath(filepath)))
         return super().load_weights(filepath, *args, **kwargs)

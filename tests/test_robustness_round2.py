@@ -379,7 +379,7 @@ def test_convert_of_a_snapshot_with_invalid_json_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("loader", ["backbone", "classifier"])
+@pytest.mark.parametrize("loader", sorted(LOADERS))
 def test_weights_of_another_width_are_named(saved, tmp_path, loader):
     folder = copy_preset(saved, "050", tmp_path)
     shutil.copy(saved / "075" / "model.weights.h5", folder / "model.weights.h5")
