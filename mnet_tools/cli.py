@@ -729,17 +729,7 @@ def check_plot_path(path):
     """--plot's file can be written: a .png in an existing, writable folder, and matplotlib is there."""
     if not path.lower().endswith(".png"):
         raise CommandError(f"--plot writes a PNG picture: give a file name ending with .png, got {path!r}.")
-    if os.path.isdir(path):
-        raise CommandError(f"--plot {path!r} is a folder; give the .png file to write.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        what = "is a file" if os.path.exists(folder) else "does not exist"
-        raise CommandError(f"--plot's folder {folder!r} {what}; create it first.")
-    try:  # permissions alone do not tell (a read-only file system, root): try it
-        with tempfile_in(folder):
-            pass
-    except OSError as error:
-        raise CommandError(f"cannot write --plot {path!r}: no file can be created in {folder!r} ({error.strerror}).")
+    check_output_file(path, "--plot", "the .png file to write")
     if importlib.util.find_spec("matplotlib") is None:
         raise CommandError(f"--plot needs matplotlib; pip install 'mnet-backbones[{EXTRAS['bench']}]' installs it.")
 
@@ -891,20 +881,25 @@ def check_export_arguments(args):
     suffix = EXPORT_SUFFIXES[args.format]
     if not args.out.endswith(suffix):
         raise CommandError(f"OUT must end with {suffix} for --format {args.format}, got {args.out!r}")
-    if os.path.isdir(args.out):
-        raise CommandError(f"OUT {args.out!r} is a folder; give the file to write, ending with {suffix}.")
-    folder = os.path.dirname(os.path.abspath(args.out))
+    check_output_file(args.out, "OUT", f"the file to write, ending with {suffix}")
+    if args.calibration_data is not None and not os.path.isdir(args.calibration_data):
+        what = "is a file" if os.path.exists(args.calibration_data) else "does not exist"
+        raise CommandError(f"--calibration-data {args.calibration_data!r} {what}; give a folder of images.")
+
+
+def check_output_file(path, option, what):
+    """`path` (the value of `option`, `what` it should be) can be written: not a folder, in a folder that takes files."""
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path!r} is a folder; give {what}.")
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        what = "is a file" if os.path.exists(folder) else "does not exist"
-        raise CommandError(f"OUT's folder {folder!r} {what}; create it first.")
+        state = "is a file" if os.path.exists(folder) else "does not exist"
+        raise CommandError(f"{option}'s folder {folder!r} {state}; create it first.")
     try:  # permissions alone do not tell (a read-only file system, root): try it
         with tempfile_in(folder):
             pass
     except OSError as error:
-        raise CommandError(f"cannot write OUT {args.out!r}: no file can be created in {folder!r} ({error.strerror}).")
-    if args.calibration_data is not None and not os.path.isdir(args.calibration_data):
-        what = "is a file" if os.path.exists(args.calibration_data) else "does not exist"
-        raise CommandError(f"--calibration-data {args.calibration_data!r} {what}; give a folder of images.")
+        raise CommandError(f"cannot write {option} {path!r}: no file can be created in {folder!r} ({error.strerror}).")
 
 
 def tempfile_in(folder):
