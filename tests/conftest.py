@@ -112,3 +112,22 @@ def requires_parity_fixtures():
         reason=f"timm parity fixtures not found at {PARITY_DIR} (they live in the "
         "project's shared/ folder beside the repository; set MNET_SHARED_DIR).",
     )
+
+
+def run_cli(argv, capsys):
+    """Status and stderr of `mnet_tools.cli.main(argv)`; argparse's own exits count as a status."""
+    from mnet_tools import cli
+
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+def assert_one_line_error(status, error, *fragments):
+    """A CLI error: exit status 2, one line, no traceback, with every fragment in it."""
+    assert status == 2, error
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)

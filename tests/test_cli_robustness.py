@@ -13,7 +13,7 @@ import keras
 import pytest
 
 import heads
-from conftest import PARITY_DIR, requires_parity_fixtures
+from conftest import PARITY_DIR, assert_one_line_error, requires_parity_fixtures, run_cli
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, files, weights
 from mnet_backbones.convert import timm
 from mnet_tools import cli, export
@@ -26,22 +26,6 @@ pytestmark = pytest.mark.skipif(
 PRESET = "mobilenetv3_small_050"  # small, with timm weights (faked here: no network)
 SIZE = "32"
 PRESET_FILES = ("config.json", "model.weights.h5", "task.json", "metadata.json", "preprocessor.json")
-
-
-def run_cli(argv, capsys):
-    """Status and stderr of `cli.main(argv)`; argparse's own exits count as a status."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr().err
-
-
-def assert_one_line_error(status, error, *fragments):
-    assert status == 2, error
-    assert error.count("\n") == 1 and "Traceback" not in error, error
-    for fragment in fragments:
-        assert fragment in error, (fragment, error)
 
 
 def leftovers(folder):

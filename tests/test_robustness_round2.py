@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import heads
+from conftest import assert_one_line_error, run_cli
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier, files, weights
 from mnet_backbones.convert import timm
 from mnet_backbones.convert import torchvision as tv
@@ -47,21 +48,6 @@ def no_hang(seconds=30):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def run_cli(argv, capsys):
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit:
-        status = exit.code
-    return status, capsys.readouterr().err
-
-
-def assert_one_line_error(status, error, *fragments):
-    assert status == 2, error
-    assert error.count("\n") == 1 and "Traceback" not in error, error
-    for fragment in fragments:
-        assert fragment in error, (fragment, error)
 
 
 def _offline(url, destination):
