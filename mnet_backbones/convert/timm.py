@@ -19,9 +19,10 @@ from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from mnet_backbones.convert.mapping import (
     WeightMismatchError,
     assign_all,
+    batch_norm_slots,
+    conv_bn_slots,
     conv_kernel,
     dense_kernel,
-    depthwise_kernel,
     identity,
 )
 from mnet_backbones.presets import PRESETS
@@ -96,22 +97,6 @@ def read_config(folder):
 # The mapping: (our variable, timm key, transform) for every weight.
 
 
-def _batch_norm(bn, key):
-    yield bn.gamma, f"{key}.weight", identity
-    yield bn.beta, f"{key}.bias", identity
-    yield bn.moving_mean, f"{key}.running_mean", identity
-    yield bn.moving_variance, f"{key}.running_var", identity
-
-
-def _conv_bn(layer, conv_key, bn_key):
-    transform = depthwise_kernel if layer.depthwise else conv_kernel
-    yield layer.conv.kernel, f"{conv_key}.weight", transform
-    if layer.use_bias:
-        yield layer.conv.bias, f"{conv_key}.bias", identity
-    if layer.bn is not None:
-        yield from _batch_norm(layer.bn, bn_key)
-
-
 def _squeeze_excite(se, key):
     yield se.reduce.kernel, f"{key}.conv_reduce.weight", conv_kernel
     yield se.reduce.bias, f"{key}.conv_reduce.bias", identity
@@ -121,7 +106,7 @@ def _squeeze_excite(se, key):
 
 def _optional(layer, conv_key, bn_key):
     if layer is not None:
-        yield from _conv_bn(layer, conv_key, bn_key)
+        yield from conv_bn_slots(layer, conv_key, bn_key)
 
 
 def _inverted_bottleneck(layer, key, generation):
@@ -135,12 +120,12 @@ def _inverted_bottleneck(layer, key, generation):
         ):
             yield from _optional(getattr(layer, part), f"{key}.{timm_part}.conv", f"{key}.{timm_part}.bn")
     elif not layer.expand_ratio:  # timm DepthwiseSeparableConv
-        yield from _conv_bn(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn1")
-        yield from _conv_bn(layer.project, f"{key}.conv_pw", f"{key}.bn2")
+        yield from conv_bn_slots(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn1")
+        yield from conv_bn_slots(layer.project, f"{key}.conv_pw", f"{key}.bn2")
     else:  # timm InvertedResidual
-        yield from _conv_bn(layer.expand, f"{key}.conv_pw", f"{key}.bn1")
-        yield from _conv_bn(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn2")
-        yield from _conv_bn(layer.project, f"{key}.conv_pwl", f"{key}.bn3")
+        yield from conv_bn_slots(layer.expand, f"{key}.conv_pw", f"{key}.bn1")
+        yield from conv_bn_slots(layer.dw_mid, f"{key}.conv_dw", f"{key}.bn2")
+        yield from conv_bn_slots(layer.project, f"{key}.conv_pwl", f"{key}.bn3")
     if layer.se is not None:
         yield from _squeeze_excite(layer.se, f"{key}.se")
     if layer.layer_scale is not None:
@@ -148,7 +133,7 @@ def _inverted_bottleneck(layer, key, generation):
 
 
 def _attention(layer, key):
-    yield from _batch_norm(layer.norm, f"{key}.norm")
+    yield from batch_norm_slots(layer.norm, f"{key}.norm")
     attn = f"{key}.attn"
     yield layer.query.kernel, f"{attn}.query.proj.weight", conv_kernel
     for name in ("key", "value"):
@@ -162,22 +147,22 @@ def _attention(layer, key):
 def backbone_slots(backbone):
     """(variable, timm key, transform) for every weight of the backbone."""
     arch = backbone.architecture_spec
-    yield from _conv_bn(backbone.get_layer("stem"), "conv_stem", "bn1")
+    yield from conv_bn_slots(backbone.get_layer("stem"), "conv_stem", "bn1")
     for s, stage in enumerate(arch.stages):
         for i, block in enumerate(stage):
             layer = backbone.get_layer(f"blocks_{s}_{i}")
             key = f"blocks.{s}.{i}"
             if isinstance(block, Conv):
-                yield from _conv_bn(layer, f"{key}.conv", f"{key}.bn1")
+                yield from conv_bn_slots(layer, f"{key}.conv", f"{key}.bn1")
             elif isinstance(block, UIB):
                 yield from _inverted_bottleneck(layer, key, arch.generation)
             elif isinstance(block, FusedIB):
-                yield from _conv_bn(layer.expand, f"{key}.conv_exp", f"{key}.bn1")
-                yield from _conv_bn(layer.project, f"{key}.conv_pwl", f"{key}.bn2")
+                yield from conv_bn_slots(layer.expand, f"{key}.conv_exp", f"{key}.bn1")
+                yield from conv_bn_slots(layer.project, f"{key}.conv_pwl", f"{key}.bn2")
             elif isinstance(block, MQA):
                 yield from _attention(layer, key)
     if arch.final_conv:
-        yield from _conv_bn(backbone.get_layer("final_conv"), "conv_head", "bn2")
+        yield from conv_bn_slots(backbone.get_layer("final_conv"), "conv_head", "bn2")
 
 
 def classifier_slots(classifier):
@@ -187,7 +172,7 @@ def classifier_slots(classifier):
         if classifier.head_dense.use_bias:
             yield classifier.head_dense.bias, "conv_head.bias", identity
         if classifier.head_norm is not None:
-            yield from _batch_norm(classifier.head_norm, "norm_head")
+            yield from batch_norm_slots(classifier.head_norm, "norm_head")
     yield classifier.output_dense.kernel, "classifier.weight", dense_kernel
     yield classifier.output_dense.bias, "classifier.bias", identity
 
