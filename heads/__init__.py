@@ -52,14 +52,11 @@ from heads.lraspp import LRASPPSegmenter, create_lraspp
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
 from heads.ssdlite_paper import SSDLite320ObjectDetector
 from heads.tap_segmenter import TapSegmenter
-from heads.torchvision_segmentation import is_segmentation_source, load_torchvision_segmenter
-from heads.torchvision_ssdlite import is_torchvision_source as _is_torchvision_ssdlite
-from mnet_backbones import MobileNetBackbone, keras_hub_internals
+from heads.torchvision_segmentation import load_torchvision_segmenter
 
-# keras-hub's generic ObjectDetector / ImageSegmenter.from_preset (and Backbone's)
-# take torchvision's SSDLite, DeepLabV3 and LR-ASPP checkpoints, through our converters.
-keras_hub_internals.route_presets(_is_torchvision_ssdlite, MobileNetBackbone, SSDLite320ObjectDetector)
-keras_hub_internals.route_presets(is_segmentation_source, MobileNetBackbone, TapSegmenter)
+# The heads' checkpoint sources (torchvision's SSDLite, DeepLabV3 and LR-ASPP), registered with the
+# core's registry: the tasks' from_preset, keras-hub's generic entry points and `convert` take them.
+from heads import sources  # noqa: E402,F401  isort: skip
 
 # Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
 _LAZY = {

@@ -5,9 +5,8 @@ import os
 import keras
 import keras_hub
 
-from mnet_backbones import architectures, files, weights
+from mnet_backbones import architectures, files, sources, weights
 from mnet_backbones.builder import build_features, check_output_stride
-from mnet_backbones.convert import timm, torchvision
 from mnet_backbones.layers import check_padding
 from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_placeholder, is_builtin_preset
 from mnet_backbones.validation import check_image_shape
@@ -62,6 +61,20 @@ def _check_pixels(model, shape):
             f"{type(model).__name__} got an image with no pixels (shape {shape}): images need a height and "
             "a width of at least one pixel."
         )
+
+
+def load_preset(cls, preset, load_weights=True, **kwargs):
+    """`cls.from_preset(preset)` for our backbone and classifier: the preset checked, then its source's load.
+
+    A preset argument no checkpoint source takes (`mnet_backbones.sources`)
+    goes to keras-hub's own loader.
+    """
+    check_preset_name(preset)
+    check_local_preset(preset, load_weights)
+    source = sources.find_source(preset, cls)
+    if source is not None:
+        return source.load(cls, preset, load_weights=load_weights, **kwargs)
+    return sources.load_with_keras_hub(cls, preset, load_weights=load_weights, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -278,17 +291,11 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 come from the local cache, or are downloaded and converted
                 once (see `mnet_backbones.weights`); `False` gives random
                 weights and needs no network.
+
+        The preset goes to the checkpoint source that takes it
+        (`mnet_backbones.sources`), else to keras-hub's own loader.
         """
-        check_preset_name(preset)
-        check_local_preset(preset, load_weights)
-        if torchvision.resolve_checkpoint(preset) is not None:
-            return torchvision.backbone_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
-        snapshot = timm.resolve_snapshot(preset)
-        if snapshot is not None:
-            return timm.backbone_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
-        if load_weights and is_builtin_preset(preset):
-            preset = weights.ensure_cached(preset)
-        return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        return load_preset(cls, preset, load_weights, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
         if is_builtin_placeholder(filepath):

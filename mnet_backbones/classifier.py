@@ -1,16 +1,54 @@
 """`MobileNetImageClassifier`: a backbone plus its generation's reference head."""
 
+import inspect
+
 import keras
 import keras_hub
 import numpy as np
 from keras_hub.models import Task
 
-from mnet_backbones import weights
-from mnet_backbones.backbone import MobileNetBackbone, check_image_batch
-from mnet_backbones.convert import timm, torchvision
+from mnet_backbones.backbone import MobileNetBackbone, check_image_batch, load_preset
 from mnet_backbones.layers import get_activation
-from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_preset
 from mnet_backbones.validation import check_positive_int
+
+
+def restore_compile(task, config):
+    """Replays on `task` the `compile()` saved in a `.keras` file (`compile_from_config`), optimizer state included.
+
+    keras-hub's tasks have their own `compile()` signatures, so Keras does
+    not replay a saved compile by itself. The saved arguments are those of
+    `keras.Model.compile`; they go back through the task's own `compile`:
+    - one naming an object detector's two losses (`box_loss`,
+      `classification_loss`, as keras-hub's `ObjectDetector.compile` does)
+      gets them back from the saved `{"bbox_regression", "cls_logits"}`
+      loss, and its own default metrics;
+    - one without a `loss` argument (the task's loss is its own
+      `compute_loss`) gets no loss, loss weights or metrics;
+    - any other gets them all.
+
+    Example:
+    ```python
+    class MyTask(keras_hub.models.ImageClassifier):
+        def compile_from_config(self, config):
+            restore_compile(self, config)
+    ```
+    """
+    arguments = dict(keras.saving.deserialize_keras_object(config))
+    parameters = inspect.signature(task.compile).parameters
+    if "box_loss" in parameters:
+        losses = arguments.pop("loss", None) or {}
+        arguments.pop("metrics", None)
+        arguments.update(
+            optimizer=arguments.pop("optimizer", "auto"),
+            box_loss=losses.get("bbox_regression", "auto"),
+            classification_loss=losses.get("cls_logits", "auto"),
+        )
+    elif "loss" not in parameters:
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            arguments.pop(key, None)
+    task.compile(**arguments)
+    if task.built:
+        task.optimizer.build(task.trainable_variables)
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -216,11 +254,7 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
         return super().predict(x, *args, **kwargs)
 
     def compile_from_config(self, config):
-        # keras-hub's compile() has its own signature, so Keras does not
-        # restore a saved compile; do it here, optimizer state included.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        restore_compile(self, config)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
@@ -240,14 +274,8 @@ class MobileNetImageClassifier(keras_hub.models.ImageClassifier):
                 built-in name they come from the cache, or are downloaded and
                 converted once; `False` gives random weights offline.
             **kwargs: e.g. `num_classes`, `dropout`.
+
+        The preset goes to the checkpoint source that takes it
+        (`mnet_backbones.sources`), else to keras-hub's own loader.
         """
-        check_preset_name(preset)
-        check_local_preset(preset, load_weights)
-        if torchvision.resolve_checkpoint(preset) is not None:
-            return torchvision.classifier_from_checkpoint(cls, preset, load_weights=load_weights, **kwargs)
-        snapshot = timm.resolve_snapshot(preset)
-        if snapshot is not None:
-            return timm.classifier_from_snapshot(cls, snapshot, load_weights=load_weights, **kwargs)
-        if load_weights and is_builtin_preset(preset):
-            preset = weights.ensure_cached(preset, cls)
-        return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        return load_preset(cls, preset, load_weights, **kwargs)

@@ -11,7 +11,8 @@ keras-hub has no public way to do three things this project needs:
   MobileNetV4 snapshot, a timm MobileNetV3 that keras-hub would turn into its
   own, different model) from keras-hub's generic entry points
   (`keras_hub.models.Backbone.from_preset`, `ImageClassifier.from_preset`, ...)
-  to this project's classes (`route_presets`). keras-hub picks a loader by
+  to this project's classes (`route_presets`, fed by the registry of checkpoint
+  sources, `mnet_backbones.sources`). keras-hub picks a loader by
   the folder's `config.json` alone and has no registry of loaders, so the
   function its models call is wrapped.
 
@@ -49,12 +50,13 @@ def load_task_preset(task_cls, preset, load_weights=True, **kwargs):
 
 
 class _DelegatingLoader(PresetLoader):
-    """A keras-hub preset loader that hands the whole load to our classes' `from_preset`."""
+    """A keras-hub preset loader that hands the whole load to a checkpoint source's classes' `from_preset`."""
 
-    def __init__(self, preset, backbone_cls, task_cls):
+    def __init__(self, preset, source):
         super().__init__(preset, {})
-        self.backbone_cls = backbone_cls
-        self.task_cls = task_cls
+        self.source = source
+        self.backbone_cls = source.backbone_cls
+        self.task_cls = source.task_cls
 
     def check_backbone_class(self):
         return self.backbone_cls
@@ -63,14 +65,17 @@ class _DelegatingLoader(PresetLoader):
         return self.backbone_cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
 
     def load_task(self, cls, load_weights, load_task_weights, **kwargs):
-        if not issubclass(self.task_cls, cls):
+        if self.task_cls is None or not issubclass(self.task_cls, cls):
+            holds = self.task_cls or self.backbone_cls
             raise ValueError(
-                f"{self.preset!r} holds a {self.task_cls.__name__} checkpoint; {cls.__name__} cannot load it. "
-                f"Use {self.task_cls.__name__}.from_preset() or {self.backbone_cls.__name__}.from_preset()."
+                f"{self.preset!r} holds a {holds.__name__} checkpoint; {cls.__name__} cannot load it. "
+                f"Use {holds.__name__}.from_preset() or {self.backbone_cls.__name__}.from_preset()."
             )
         return self.task_cls.from_preset(self.preset, load_weights=load_weights, **kwargs)
 
     def _preprocessor(self):
+        if self.task_cls is None:
+            raise ValueError(f"{self.preset!r} ({self.backbone_cls.__name__}) has no preprocessor to load.")
         task = self.task_cls.from_preset(self.preset, load_weights=False)
         if getattr(task, "preprocessor", None) is None:
             raise ValueError(f"{self.preset!r} ({self.task_cls.__name__}) has no preprocessor to load.")
@@ -83,32 +88,32 @@ class _DelegatingLoader(PresetLoader):
         return self._preprocessor()
 
 
-_routes = []
+_find_source = None
 
 
 def _routed_get_preset_loader(preset):
     if isinstance(preset, str) and os.path.isdir(preset):
         # keras-hub's own reader gives a bare JSONDecodeError; the weights are checked when loaded.
         files.check_preset_folder(preset, weights=False)
-    for claims, backbone_cls, task_cls in _routes:
-        if claims(preset):
-            return _DelegatingLoader(preset, backbone_cls, task_cls)
+    source = _find_source(preset) if _find_source is not None else None
+    if source is not None:
+        return _DelegatingLoader(preset, source)
     return get_preset_loader(preset)
 
 
-def route_presets(claims, backbone_cls, task_cls):
-    """Send every preset for which `claims(preset)` is true to our classes.
+def route_presets(find_source):
+    """Send every preset for which `find_source(preset)` gives a checkpoint source to its classes.
 
-    After this, keras-hub's generic `Backbone.from_preset(preset)` returns
+    `find_source` is the registry's lookup (`mnet_backbones.sources`, which
+    calls this once). After this, keras-hub's generic
+    `Backbone.from_preset(preset)` returns the source's
     `backbone_cls.from_preset(preset)`, and the generic task entry point that
-    finds `task_cls` (`ImageClassifier.from_preset` for a classifier,
+    finds its `task_cls` (`ImageClassifier.from_preset` for a classifier,
     `ObjectDetector.from_preset` for a detector deriving from a base
     registered for `backbone_cls`) returns `task_cls.from_preset(preset)`.
-    Presets not claimed go to keras-hub's own loader unchanged. The heads
-    route the torchvision detection and segmentation checkpoints they convert.
+    Presets no source takes go to keras-hub's own loader unchanged.
     """
-    route = (claims, backbone_cls, task_cls)
-    if route not in _routes:
-        _routes.append(route)
+    global _find_source
+    _find_source = find_source
     for module in _CALLERS:
         module.get_preset_loader = _routed_get_preset_loader

@@ -30,7 +30,6 @@ import contextlib
 import importlib.util
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -338,112 +337,41 @@ def add_convert(subcommands):
     parser.set_defaults(run=run_convert)
 
 
-def convert_built_in(name, folder, progress):
-    """A built-in preset's pretrained classifier, through the weights cache (filled on first use)."""
-    from mnet_backbones import weights
-    from mnet_backbones.classifier import MobileNetImageClassifier
+def convert_sources():
+    """The checkpoint sources `convert` takes, in the order they are tried (the heads' included)."""
+    import heads  # noqa: F401  (registers the heads' sources)
+    from mnet_backbones import sources
 
-    progress(f"resolving {weights.checkpoint_source(name)}")
+    return [source for source in sources.registered_sources() if source.convert is not None]
+
+
+def convert_source(source):
+    """The registered checkpoint source that converts SOURCE, or None."""
+    import heads  # noqa: F401  (registers the heads' sources)
+    from mnet_backbones import sources
+
+    return sources.find_source(source, convertible=True)
+
+
+def convert_with(checkpoint_source, source, folder, progress):
+    """`checkpoint_source` writes SOURCE into `folder`; a failed download is one line with what to do instead."""
+    from mnet_backbones import weights
+    from mnet_backbones.convert import timm
+
     try:
-        cached = weights.ensure_cached(name, MobileNetImageClassifier, progress=progress)
+        checkpoint_source.convert(source, folder, progress)
     except weights.PretrainedWeightsUnavailableError as error:
         raise download_failed(
-            f"no pretrained weights for {name!r} here",
+            f"no pretrained weights for {source!r} here",
             error,
             "convert downloads the checkpoint once: run it where there is network, then copy OUT_DIR here.",
         ) from None
-    progress(f"copying {cached}")
-    shutil.copytree(cached, folder, dirs_exist_ok=True)
-
-
-def convert_timm(source, folder, progress):
-    """A timm snapshot folder or hf://timm handle, through our converter."""
-    from mnet_backbones import files
-    from mnet_backbones.classifier import MobileNetImageClassifier
-    from mnet_backbones.convert import timm
-
-    progress(f"reading {source}")
-    try:
-        snapshot = timm.resolve_snapshot(source)
     except timm.DownloadError as error:
         raise download_failed(
             f"could not download {source}",
             error,
             "Run convert where there is network and copy OUT_DIR here, or give a local timm snapshot folder.",
         ) from None
-    files.check_preset_folder(snapshot)
-    progress("converting")
-    classifier = timm.classifier_from_snapshot(MobileNetImageClassifier, snapshot)
-    progress("writing")
-    classifier.save_to_preset(folder)
-
-
-def is_built_in(source):
-    from mnet_backbones.presets import is_builtin_preset
-
-    return is_builtin_preset(source)
-
-
-def is_timm_source(source):
-    from mnet_backbones.convert import timm
-
-    return source.startswith(timm.HF_SCHEME) or timm.is_timm_snapshot(source)
-
-
-# The kinds of SOURCE `convert` takes, tried in order: (what it is, test, converter).
-# A converter writes the preset into the folder it is given, which becomes OUT_DIR.
-def is_torchvision_classifier(source):
-    from mnet_backbones.convert import torchvision
-
-    return torchvision.is_classifier_checkpoint(source)
-
-
-def convert_torchvision_classifier(source, folder, progress):
-    """A torchvision ImageNet classifier (.pth named after its builder, or config.json + model.pth)."""
-    from mnet_backbones.classifier import MobileNetImageClassifier
-
-    progress(f"converting {source}")
-    classifier = MobileNetImageClassifier.from_preset(source)
-    progress("writing")
-    classifier.save_to_preset(folder)
-
-
-def is_torchvision_detector(source):
-    from heads import torchvision_ssdlite
-
-    return torchvision_ssdlite.is_torchvision_source(source)
-
-
-def convert_torchvision_detector(source, folder, progress):
-    """torchvision's SSDLite320: the built-in name (downloaded once), its .pth, or config.json + model.pth."""
-    import heads
-
-    progress(f"converting {source}")
-    detector = heads.SSDLite320ObjectDetector.from_preset(source)
-    progress("writing")
-    detector.save_to_preset(folder)
-
-
-def is_torchvision_segmenter(source):
-    from heads import torchvision_segmentation
-
-    return torchvision_segmentation.is_segmentation_source(source)
-
-
-def convert_torchvision_segmenter(source, folder, progress):
-    """torchvision's DeepLabV3 / LR-ASPP: the built-in name (downloaded once), its .pth, or a folder."""
-    from heads import torchvision_segmentation
-
-    torchvision_segmentation.convert_to_preset(source, folder, progress=progress)
-
-
-CONVERTERS = (
-    ("a built-in preset", is_built_in, convert_built_in),
-    ("a torchvision SSDLite320 checkpoint or name", is_torchvision_detector, convert_torchvision_detector),
-    ("a torchvision DeepLabV3 / LR-ASPP checkpoint or name", is_torchvision_segmenter, convert_torchvision_segmenter),
-    ("a torchvision ImageNet classifier checkpoint", is_torchvision_classifier, convert_torchvision_classifier),
-    ("a timm snapshot folder or hf://timm handle", is_timm_source, convert_timm),
-)
 
 
 def check_new_folder(path, flag):
@@ -465,17 +393,17 @@ def run_convert(args):
 
     check_new_folder(args.out_dir, "OUT_DIR")
     try:
-        # The kind tests below read SOURCE's config.json: a broken one is named here, in one line,
+        # The sources' tests read SOURCE's config.json: a broken one is named here, in one line,
         # and a FIFO refused before any of them opens it.
         if os.path.isdir(args.source):
             files.check_preset_folder(args.source, weights=False)
         elif os.path.lexists(args.source):
             files.check_regular_file(args.source)
-        convert = next((convert for _, test, convert in CONVERTERS if test(args.source)), None)
+        checkpoint_source = convert_source(args.source)
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
-    if convert is None:
-        kinds = ", ".join(kind for kind, _, _ in CONVERTERS)
+    if checkpoint_source is None:
+        kinds = ", ".join(source.description for source in convert_sources())
         raise CommandError(
             f"{args.source!r} is none of: {kinds} (config.json with 'architecture' + model.safetensors)."
         )
@@ -490,7 +418,7 @@ def run_convert(args):
         # unwritable place fails now, not after the conversion.
         staging = files.make_staging_folder(args.out_dir)
         with files.atomic_folder(args.out_dir, staging=staging):
-            convert(args.source, staging, progress)
+            convert_with(checkpoint_source, args.source, staging, progress)
     except (ValueError, OSError) as error:  # ConnectionError is an OSError
         raise CommandError(str(error)) from None
     print(
