@@ -1,5 +1,10 @@
 """The two task bases every head in `heads` derives from, for keras-hub's generic loaders.
 
+What every task shares is written once, in `PyramidTask`, mixed into both
+bases: the subclass registration below, `from_preset` (a registered
+checkpoint source, else a `save_to_preset` folder), `compile_from_config`
+(`mnet_backbones.restore_compile`) and `fit`'s check of our datasets' labels.
+
 keras-hub's `ObjectDetector.from_preset(folder)` and
 `ImageSegmenter.from_preset(folder)` read the backbone class saved in the
 folder and look for a task class registered with that `backbone_cls`. The
@@ -17,7 +22,8 @@ import keras
 import numpy as np
 from keras_hub.models import ImageSegmenter, ObjectDetector
 
-from mnet_backbones import MobileNetBackbone
+from mnet_backbones import MobileNetBackbone, find_source, restore_compile
+from mnet_backbones.keras_hub_internals import load_task_preset
 
 
 def _refuse(task_name, builders):
@@ -81,33 +87,85 @@ def _check_image(task, batch, check_size=True):
         )
 
 
-@keras.saving.register_keras_serializable(package="heads")
-class PyramidObjectDetector(ObjectDetector):
-    """Base of the detectors in `heads` (see the module docstring); not built itself."""
+class PyramidTask:
+    """What every task in `heads` shares, written once: subclass registration, `from_preset`, `compile_from_config`, `fit`.
 
-    backbone_cls = MobileNetBackbone
+    Mixed into the two bases (`PyramidObjectDetector`, `PyramidImageSegmenter`)
+    before keras-hub's task class. A base sets `task_kind` and `builders`
+    (what `_refuse` names when a bare backbone preset is loaded as the base).
+    """
+
+    task_kind = None
+    builders = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        # Only the base answers keras-hub's lookup by backbone class (several answers
+        # Only the bases answer keras-hub's lookup by backbone class (several answers
         # would be picked among at random); the heads themselves take any pyramid.
         if "backbone_cls" not in cls.__dict__:
             cls.backbone_cls = None
 
     def __init__(self, *args, **kwargs):
-        if type(self) is PyramidObjectDetector:
-            _refuse("detector", "heads.create_ssdlite()")
+        if "builders" in type(self).__dict__:
+            _refuse(type(self).task_kind, type(self).builders)
         super().__init__(*args, **kwargs)
 
-    def fit(self, x=None, *args, **kwargs):
-        """`keras.Model.fit`; a `load_coco` dataset with more categories than `num_classes` is refused.
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads a task from a checkpoint source (`mnet_backbones.sources`) or a `save_to_preset` folder.
 
-        (A label beyond `num_classes` would otherwise train as "no object".)
-        The dataset is checked however it was transformed since `load_coco`
-        (`take`, `map`, `shuffle`, `repeat`, ...): `heads.datasets.check_classes`.
+        A preset a registered checkpoint source takes for this class's kind
+        (a torchvision SSDLite320, DeepLabV3 or LR-ASPP checkpoint or built-in
+        name, see `heads.sources`) is converted on load; anything else is a
+        task saved with `save_to_preset` (a folder or keras-hub handle),
+        loaded as the class its `task.json` names. `Task.from_preset` would
+        look for a task subclass registered for the saved backbone's class;
+        the heads take any backbone, so the saved task config is read directly.
+
+        Args:
+            preset: a checkpoint source's preset, or a `save_to_preset` folder or handle.
+            load_weights: False builds the model without reading (or
+                downloading) any weights.
+            **kwargs: constructor arguments of the class (for torchvision
+                checkpoints, e.g. `image_size`), or keras-hub's loader's.
+
+        Example:
+        ```python
+        detector.save_to_preset("my_ssdlite")
+        detector = heads.SSDLiteObjectDetector.from_preset("my_ssdlite")
+        segmenter = heads.LRASPPSegmenter.from_preset("lraspp_mobilenetv3_large_voc")
+        ```
+        """
+        source = find_source(preset, cls)
+        if source is not None:
+            return source.load(cls, preset, load_weights=load_weights, **kwargs)
+        return load_task_preset(cls, preset, load_weights, **kwargs)
+
+    def compile_from_config(self, config):
+        """Replays a saved compile through this task's own `compile` (`mnet_backbones.restore_compile`)."""
+        restore_compile(self, config)
+
+    def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`; a dataset from our loaders with labels beyond `num_classes` is refused.
+
+        A `load_coco` dataset with more categories than `num_classes` (a
+        label beyond them would otherwise train as "no object"), a
+        `load_segmentation` dataset with a mask value beyond the classes
+        (255 is "ignore"): checked however the dataset was transformed since
+        (`take`, `map`, `shuffle`, `repeat`, ...), the error naming the file
+        (`heads.datasets.check_classes`).
         """
         _check_dataset_classes(x, self.num_classes)
         return super().fit(x, *args, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="heads")
+class PyramidObjectDetector(PyramidTask, ObjectDetector):
+    """Base of the detectors in `heads` (see the module docstring); not built itself."""
+
+    backbone_cls = MobileNetBackbone
+    task_kind = "detector"
+    builders = "heads.create_ssdlite()"
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`, with images in memory checked first.
@@ -143,32 +201,12 @@ class PyramidObjectDetector(ObjectDetector):
 
 
 @keras.saving.register_keras_serializable(package="heads")
-class PyramidImageSegmenter(ImageSegmenter):
+class PyramidImageSegmenter(PyramidTask, ImageSegmenter):
     """Base of the segmenters in `heads` (see the module docstring); not built itself."""
 
     backbone_cls = MobileNetBackbone
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        # Only the base answers keras-hub's lookup by backbone class (several answers
-        # would be picked among at random); the heads themselves take any pyramid.
-        if "backbone_cls" not in cls.__dict__:
-            cls.backbone_cls = None
-
-    def __init__(self, *args, **kwargs):
-        if type(self) is PyramidImageSegmenter:
-            _refuse("segmenter", "heads.create_deeplabv3plus()")
-        super().__init__(*args, **kwargs)
-
-    def fit(self, x=None, *args, **kwargs):
-        """keras-hub's `fit`; a `load_segmentation` dataset with a mask value beyond the classes is refused.
-
-        However the dataset was transformed since, its masks are checked once
-        against `num_classes` (255 is "ignore"), and the error names the mask
-        file: `heads.datasets.check_classes`.
-        """
-        _check_dataset_classes(x, self.num_classes)
-        return super().fit(x, *args, **kwargs)
+    task_kind = "segmenter"
+    builders = "heads.create_deeplabv3plus()"
 
     def evaluate(self, x=None, *args, **kwargs):
         """keras-hub's `evaluate`, with a `load_segmentation` dataset's masks checked as `fit` does."""
