@@ -346,10 +346,18 @@ def convert_sources():
 
 
 def convert_source(source):
-    """The registered checkpoint source that converts SOURCE, or None."""
-    import heads  # noqa: F401  (registers the heads' sources)
-    from mnet_backbones import sources
+    """The registered checkpoint source that converts SOURCE, or None.
 
+    The sources' tests read SOURCE's config.json: a broken one is named here,
+    in one line, and a FIFO refused before any of them opens it.
+    """
+    import heads  # noqa: F401  (registers the heads' sources)
+    from mnet_backbones import files, sources
+
+    if os.path.isdir(source):
+        files.check_preset_folder(source, weights=False)
+    elif os.path.lexists(source):
+        files.check_regular_file(source)
     return sources.find_source(source, convertible=True)
 
 
@@ -393,12 +401,6 @@ def run_convert(args):
 
     check_new_folder(args.out_dir, "OUT_DIR")
     try:
-        # The sources' tests read SOURCE's config.json: a broken one is named here, in one line,
-        # and a FIFO refused before any of them opens it.
-        if os.path.isdir(args.source):
-            files.check_preset_folder(args.source, weights=False)
-        elif os.path.lexists(args.source):
-            files.check_regular_file(args.source)
         checkpoint_source = convert_source(args.source)
     except (ValueError, OSError) as error:
         raise CommandError(str(error)) from None
@@ -836,6 +838,28 @@ def tempfile_in(folder):
     return tempfile.TemporaryFile(dir=folder)
 
 
+@contextlib.contextmanager
+def exportable(source):
+    """MODEL as `export.load_model` takes it.
+
+    A checkpoint a registered source converts (a torchvision checkpoint, a
+    timm snapshot or `hf://timm` handle, a source a package registers) is
+    converted by that source into a temporary preset folder first, as
+    `convert` would write it; a built-in name (whose `--no-weights` and
+    resolution `export.load_model` reads itself), a `.keras` file or a
+    `save_to_preset` folder is given as it is.
+    """
+    import tempfile
+
+    checkpoint_source = convert_source(source)
+    if checkpoint_source is None or checkpoint_source.name == "built-in":
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="mnet-export-") as folder:
+        convert_with(checkpoint_source, source, folder, progress=lambda message: None)
+        yield folder
+
+
 def run_export(args):
     require_tensorflow("export", "converts through TensorFlow")
     check_export_arguments(args)
@@ -844,7 +868,8 @@ def run_export(args):
     from mnet_tools import export
 
     try:
-        model, normalize = export.load_model(args.model, task=args.task, load_weights=args.load_weights)
+        with exportable(args.model) as model_path:
+            model, normalize = export.load_model(model_path, task=args.task, load_weights=args.load_weights)
         image_size = args.image_size  # [H] or [H, W]
         if image_size is not None and len(image_size) == 1:
             image_size = image_size[0]
