@@ -18,21 +18,24 @@ Modules:
   (`heads.default_boxes`: SSD's default boxes); `heads.torchvision_ssdlite`
   loads torchvision's checkpoints of it (the built-in
   `ssdlite320_mobilenetv3_large_coco`).
-- `heads.deeplab`: the `DeepLabV3PlusSegmenter` task, `create_deeplabv3plus`,
-  its ASPP and resize layers.
-- `heads.deeplabv3`, `heads.lraspp`: torchvision's DeepLabV3 (with its
-  auxiliary FCN head) and Lite R-ASPP (`DeepLabV3Segmenter`,
-  `LRASPPSegmenter`, `create_deeplabv3`, `create_lraspp`), on backbone maps
-  named as in `feature_taps` (`heads.tap_segmenter`);
-  `heads.torchvision_segmentation` loads torchvision's checkpoints of them
-  (`load_torchvision_segmenter`, the built-in `*_voc` names).
+- `heads.segmentation`: the segmenters on one base (`segmenter`) and one
+  layer set (`layers`: ASPP, FCN and LR-ASPP heads, bilinear resize):
+  `deeplabv3plus` (`DeepLabV3PlusSegmenter`, `create_deeplabv3plus`),
+  `deeplabv3` and `lraspp`, torchvision's DeepLabV3 (with its auxiliary FCN
+  head) and Lite R-ASPP (`DeepLabV3Segmenter`, `LRASPPSegmenter`,
+  `create_deeplabv3`, `create_lraspp`) on backbone maps named as in
+  `feature_taps`; `torchvision` loads torchvision's checkpoints of them
+  (`load_torchvision_segmenter`, the built-in `*_voc` names); `evaluation`
+  (`evaluate_segmentation`). The former flat modules (`heads.deeplab`,
+  `heads.deeplabv3`, `heads.lraspp`, `heads.tap_segmenter`,
+  `heads.torchvision_segmentation`, `heads.segmentation_eval`) re-export them.
 - `heads.losses`: `MaskedSparseCrossentropy` (the segmenters' default loss) and
   `sum_over_replicas`: losses normalised by counts of the global batch, so
   that several devices take the step of one.
 - `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
-- `heads.pyramid`: how a head takes a backbone (checks, the pyramid model,
-  a preset name's backbone).
-- `heads.coco_eval`, `heads.segmentation_eval`: whole-set metrics
+- `heads.pyramid`: how a head takes a backbone (checks, the models reading
+  its pyramid levels or named taps, a preset name's backbone).
+- `heads.coco_eval`, `heads.segmentation.evaluation`: whole-set metrics
   (`evaluate_coco`, `evaluate_segmentation`).
 - `heads.datasets`: `tf.data` loaders (COCO, VOC-style segmentation) and the
   synthetic shapes set.
@@ -45,14 +48,19 @@ TensorFlow data stack load on first use (`heads.evaluate_coco`,
 import importlib
 
 from heads.box_coding import decode_boxes, encode_boxes
-from heads.deeplab import DeepLabV3PlusSegmenter, create_deeplabv3plus
-from heads.deeplabv3 import DeepLabV3Segmenter, create_deeplabv3
 from heads.label_encoder import SSDLiteLabelEncoder
-from heads.lraspp import LRASPPSegmenter, create_lraspp
+from heads.segmentation import (
+    DeepLabV3PlusSegmenter,
+    DeepLabV3Segmenter,
+    LRASPPSegmenter,
+    TapSegmenter,
+    create_deeplabv3,
+    create_deeplabv3plus,
+    create_lraspp,
+    load_torchvision_segmenter,
+)
 from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
 from heads.ssdlite_paper import SSDLite320ObjectDetector
-from heads.tap_segmenter import TapSegmenter
-from heads.torchvision_segmentation import load_torchvision_segmenter
 
 # The heads' checkpoint sources (torchvision's SSDLite, DeepLabV3 and LR-ASPP), registered with the
 # core's registry: the tasks' from_preset, keras-hub's generic entry points and `convert` take them.
@@ -62,7 +70,7 @@ from heads import sources  # noqa: E402,F401  isort: skip
 _LAZY = {
     "datasets": ("heads.datasets", None),
     "evaluate_coco": ("heads.coco_eval", "evaluate_coco"),
-    "evaluate_segmentation": ("heads.segmentation_eval", "evaluate_segmentation"),
+    "evaluate_segmentation": ("heads.segmentation.evaluation", "evaluate_segmentation"),
 }
 
 __all__ = [

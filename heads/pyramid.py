@@ -1,15 +1,26 @@
 """How a head takes its backbone: any keras-hub feature pyramid, or a preset name.
 
-A head sees only `backbone.pyramid_outputs`, through a model on the
-backbone's inputs; the `create_*` functions take a backbone instance or a
-preset name and split their keyword arguments between the backbone's
-`from_preset` and the head.
+A head sees only the backbone's maps it names, through a model on the
+backbone's inputs: pyramid levels (`pyramid_model`, `backbone.pyramid_outputs`)
+or named feature taps (`tap_model`: `backbone.feature_taps`, falling back to
+the pyramid levels, as torchvision's heads read a MobileNetV3's maps by
+name). The `create_*` functions take a backbone instance or a preset name and
+split their keyword arguments between the backbone's `from_preset` and the
+head.
 """
 
 import inspect
 
 import keras
 import keras_hub
+
+
+def _check_feature_pyramid(backbone):
+    if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_outputs"):
+        raise TypeError(
+            "`backbone` must be a keras_hub FeaturePyramidBackbone (a model with "
+            f"`pyramid_outputs`), got {type(backbone).__name__}."
+        )
 
 
 def check_pyramid_backbone(backbone, levels, head):
@@ -20,11 +31,7 @@ def check_pyramid_backbone(backbone, levels, head):
     check_pyramid_backbone(backbone, ("P4", "P5"), "SSDLite")
     ```
     """
-    if not isinstance(backbone, keras.Model) or not hasattr(backbone, "pyramid_outputs"):
-        raise TypeError(
-            "`backbone` must be a keras_hub FeaturePyramidBackbone (a model with "
-            f"`pyramid_outputs`), got {type(backbone).__name__}."
-        )
+    _check_feature_pyramid(backbone)
     missing = set(levels) - set(backbone.pyramid_outputs)
     if missing:
         raise ValueError(
@@ -42,6 +49,40 @@ def pyramid_model(backbone, levels):
     ```
     """
     return keras.Model(backbone.inputs, {level: backbone.pyramid_outputs[level] for level in levels}, name="pyramid")
+
+
+def available_taps(backbone):
+    """`{name: symbolic map}`: the backbone's `feature_taps` where it has them, and its pyramid levels.
+
+    Example:
+    ```python
+    sorted(available_taps(backbone))  # [..., "P5", "blocks.2.0", ..., "final", "stem"]
+    ```
+    """
+    _check_feature_pyramid(backbone)
+    taps = dict(backbone.pyramid_outputs)
+    taps.update(getattr(backbone, "feature_taps", None) or {})
+    return taps
+
+
+def tap_model(backbone, names, head):
+    """A model from the backbone's inputs to `{name: map}` for the taps a head reads.
+
+    Raises a ValueError naming the missing tap and those the backbone has.
+
+    Example:
+    ```python
+    features = tap_model(backbone, ("blocks.2.0", "final"), "LR-ASPP")(images)
+    ```
+    """
+    taps = available_taps(backbone)
+    for name in names:
+        if name not in taps:
+            raise ValueError(
+                f"{head} reads the backbone's map {name!r}, which this backbone does not have. "
+                f"Available: {sorted(taps)}."
+            )
+    return keras.Model(backbone.inputs, {name: taps[name] for name in names}, name="taps")
 
 
 def split_task_kwargs(task_cls, kwargs):
