@@ -8,8 +8,6 @@ from heads.segmentation.torchvision import (
     SEGMENTER_CLASSES,
     VOC_CLASS_NAMES,
     _read_folder_config,
-    batch_norm_slots,
-    conv_bn_slots,
     conv_kernel,
     conv_slots,
     convert_to_preset,
@@ -23,6 +21,7 @@ from heads.segmentation.torchvision import (
     resolve_source,
     torchvision_backbone,
 )
+from mnet_backbones.convert.mapping import batch_norm_slots, conv_bn_slots
 
 __all__ = [
     "BACKBONE_ARCHITECTURE",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import heads
-from heads.tap_segmenter import ResizeToMatch, resize_bilinear
+from heads.segmentation.layers import BilinearResize, ResizeToMatch, resize_bilinear, resize_by_gathers
 from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
 
 SIZES = [(64, 64), (72, 88), (64, 64)]
@@ -43,8 +43,26 @@ def eager(model, images):
 def test_resize_bilinear_matches_keras_resize(shape, size):
     images = np.random.default_rng(0).normal(size=(2,) + shape + (3,)).astype("float32")
     expected = keras.ops.image.resize(images, size, interpolation="bilinear")
-    got = resize_bilinear(images, *size)
+    got = resize_by_gathers(images, *size)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), atol=2e-6)
+    # Sizes given as tensors (read at run time) take the gathers.
+    sizes = [keras.ops.convert_to_tensor(side, "int32") for side in size]
+    got = resize_bilinear(images, *sizes)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), atol=2e-6)
+
+
+def test_the_resize_layers_and_the_fixed_size_resize_are_keras_resize_exactly():
+    """BilinearResize (DeepLabV3+), ResizeToMatch on a map of known size (DeepLabV3, LR-ASPP, exports) and
+    resize_bilinear with int sizes (evaluate_segmentation) are the one resize op they were before the merge."""
+    images = np.random.default_rng(1).normal(size=(2, 11, 13, 5)).astype("float32")
+    expected = keras.ops.convert_to_numpy(keras.ops.image.resize(images, (21, 25), interpolation="bilinear"))
+    reference = np.zeros((2, 21, 25, 1), "float32")
+    for got in (
+        BilinearResize((21, 25))(images),
+        ResizeToMatch()(images, reference),
+        resize_bilinear(images, 21, 25),
+    ):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), expected)
 
 
 @tensorflow_only

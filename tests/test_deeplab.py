@@ -8,13 +8,14 @@ import pytest
 
 import heads
 import mnet_backbones
-from heads.deeplab import (
+from heads.segmentation.layers import (
     AtrousSpatialPyramidPooling,
     BilinearResize,
+    DeepLabV3ASPP,
     atrous_rates_for,
     conv_bn_relu,
-    segmentation_metrics,
 )
+from heads.segmentation.segmenter import segmentation_metrics
 
 RNG = np.random.default_rng(0)
 SMALL = dict(aspp_filters=16, low_level_filters=8, decoder_filters=16)
@@ -123,6 +124,89 @@ def test_bad_arguments():
         heads.DeepLabV3PlusSegmenter(small_backbone(), num_classes=2, image_size=16)
     with pytest.raises(TypeError, match="preset arguments"):
         heads.create_deeplabv3plus(small_backbone(), 2, image_size=32, load_weights=False)
+
+
+def reference_conv_bn_relu(layer, x, epsilon):
+    """A ConvBNAct in inference, by hand: convolution (full or depthwise, dilated, "same"), BatchNorm, ReLU."""
+    conv, bn = layer.conv, layer.bn
+    convolve = keras.ops.depthwise_conv if layer.depthwise else keras.ops.conv
+    y = keras.ops.convert_to_numpy(convolve(x, conv.kernel, 1, "same", dilation_rate=conv.dilation_rate))
+    mean, variance, gamma, beta = (
+        keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance, bn.gamma, bn.beta)
+    )
+    return np.maximum((y - mean) / np.sqrt(variance + epsilon) * gamma + beta, 0.0)
+
+
+def reference_aspp(aspp, x, separable, epsilon):
+    """ASPP by hand from its weights: DeepLabV3+'s (separable atrous branches) or torchvision's (full ones)."""
+    outputs = []
+    for i, branch in enumerate(aspp.branches):
+        layers = list(branch) if separable else [branch]
+        # The 1x1 branch is one full convolution; an atrous one is depthwise 3x3 + pointwise, or one full 3x3.
+        assert [layer.depthwise for layer in layers] == ([False] if i == 0 or not separable else [True, False])
+        y = x
+        for layer in layers:
+            y = reference_conv_bn_relu(layer, y, epsilon)
+        outputs.append(y)
+    pooled = reference_conv_bn_relu(aspp.pooling_conv, x.mean(axis=(1, 2), keepdims=True), epsilon)
+    outputs.append(np.broadcast_to(pooled, x.shape[:3] + pooled.shape[-1:]))
+    return reference_conv_bn_relu(aspp.projection, np.concatenate(outputs, axis=-1), epsilon)
+
+
+def randomise_batch_norms(layer, rng):
+    """Moving statistics far from the defaults, variances small enough that the epsilon shows."""
+    for variable in layer.weights:
+        if "moving_variance" in variable.path:
+            variable.assign(rng.uniform(1e-5, 1e-3, variable.shape).astype("float32"))
+        elif "moving_mean" in variable.path or "beta" in variable.path:
+            variable.assign(rng.normal(0, 0.1, variable.shape).astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "make, separable, epsilon",
+    [
+        (lambda: AtrousSpatialPyramidPooling(6, atrous_rates=(1, 2)), True, 1e-3),
+        (lambda: DeepLabV3ASPP(6, atrous_rates=(1, 2)), False, 1e-5),
+        (lambda: AtrousSpatialPyramidPooling(6, (1, 2), separable=False, bn_epsilon=1e-5), False, 1e-5),
+    ],
+    ids=["deeplabv3plus", "torchvision-deeplabv3", "options-as-torchvision"],
+)
+def test_the_one_aspp_computes_each_convention(make, separable, epsilon):
+    """The merged ASPP: DeepLabV3+'s separable branches with epsilon 1e-3, torchvision's full ones with 1e-5."""
+    rng = np.random.default_rng(3)
+    aspp = make()
+    x = rng.normal(size=(2, 7, 9, 5)).astype("float32")
+    aspp(x)
+    randomise_batch_norms(aspp, rng)
+    got = keras.ops.convert_to_numpy(aspp(x, training=False))
+    np.testing.assert_allclose(got, reference_aspp(aspp, x, separable, epsilon), rtol=1e-4, atol=1e-4)
+    # The other epsilon gives other values: the check above can tell them apart.
+    other = reference_aspp(aspp, x, separable, 1e-3 if epsilon == 1e-5 else 1e-5)
+    assert np.max(np.abs(got - other)) > 1e-2
+
+
+def test_aspp_defaults_and_saved_configs_without_the_new_options():
+    plus, torchvision = AtrousSpatialPyramidPooling(), DeepLabV3ASPP()
+    assert (plus.filters, plus.atrous_rates, plus.dropout, plus.separable, plus.bn_epsilon) == (
+        128,
+        (6, 12, 18),
+        0.1,
+        True,
+        1e-3,
+    )
+    assert (torchvision.filters, torchvision.atrous_rates, torchvision.dropout) == (256, (12, 24, 36), 0.5)
+    assert (torchvision.separable, torchvision.bn_epsilon) == (False, 1e-5)
+    # Configs saved before the merge had no `separable` (and DeepLabV3+'s no `bn_epsilon`): each keeps its own.
+    old_plus = AtrousSpatialPyramidPooling.from_config({"filters": 8, "atrous_rates": [1, 2], "dropout": 0.1})
+    old_torchvision = DeepLabV3ASPP.from_config(
+        {"filters": 8, "atrous_rates": [1, 2], "dropout": 0.5, "bn_epsilon": 1e-5}
+    )
+    assert (old_plus.separable, old_plus.bn_epsilon) == (True, 1e-3)
+    assert (old_torchvision.separable, old_torchvision.bn_epsilon) == (False, 1e-5)
+    for aspp in (plus, torchvision, old_plus, old_torchvision):
+        assert type(aspp).from_config(aspp.get_config()).get_config() == aspp.get_config()
+    with pytest.raises(ValueError, match="dropout"):
+        AtrousSpatialPyramidPooling(8, dropout=1.0)
 
 
 def test_keras_hub_deeplab_v3_takes_our_backbone_as_image_encoder():

@@ -7,7 +7,7 @@ from PIL import Image
 
 import heads
 from heads.datasets import read_mask, segmentation_pairs
-from heads.segmentation_eval import confusion_matrix, segmentation_scores
+from heads.segmentation.evaluation import confusion_matrix, segmentation_scores
 
 
 def write_pair(root, name, image, mask, palette=False):

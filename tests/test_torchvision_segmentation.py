@@ -11,10 +11,8 @@ import pytest
 
 import heads
 from conftest import PARITY_DIR
-from heads import torchvision_segmentation
-from heads.deeplabv3 import DeepLabV3ASPP, FCNHead
-from heads.lraspp import LRASPPHead
-from heads.tap_segmenter import ResizeToMatch
+from heads.segmentation import torchvision as torchvision_segmentation
+from heads.segmentation.layers import DeepLabV3ASPP, FCNHead, LRASPPHead, ResizeToMatch
 from mnet_backbones import MobileNetBackbone
 from mnet_backbones.convert import torchvision as tv_convert
 from mnet_backbones.convert.mapping import WeightMismatchError
@@ -451,3 +449,46 @@ def test_macs_at_520_are_torchvisions_published_operations():
     # torchvision's weights metadata: LR-ASPP "_ops" 2.1 (GFLOPS, counted as multiply-adds) at 520 x 520.
     segmenter = heads.load_torchvision_segmenter("lraspp_mobilenetv3_large_voc", load_weights=False, image_size=520)
     assert count_macs(segmenter) == pytest.approx(2.1e9, rel=0.01)
+
+
+FLAT_MODULES = {
+    "heads.deeplab": (
+        "DeepLabV3PlusSegmenter",
+        "create_deeplabv3plus",
+        "AtrousSpatialPyramidPooling",
+        "BilinearResize",
+    ),
+    "heads.deeplabv3": ("DeepLabV3Segmenter", "create_deeplabv3", "DeepLabV3ASPP", "FCNHead", "head_conv"),
+    "heads.lraspp": ("LRASPPSegmenter", "create_lraspp", "LRASPPHead"),
+    "heads.tap_segmenter": ("TapSegmenter", "tap_model", "available_taps", "ResizeToMatch", "resize_bilinear"),
+    "heads.torchvision_segmentation": ("PRESETS", "SEGMENTER_CLASSES", "load_segmenter", "conv_bn_slots"),
+    "heads.segmentation_eval": ("evaluate_segmentation", "confusion_matrix", "predict_masks"),
+}
+
+
+def test_the_flat_modules_name_the_moved_objects():
+    """Saved files and callers name the flat modules of before heads.segmentation: they re-export the same objects."""
+    import importlib
+
+    import heads.segmentation.evaluation
+    import heads.segmentation.layers
+    import heads.segmentation.segmenter
+    from heads import pyramid
+    from mnet_backbones.convert import mapping
+
+    homes = (
+        heads.segmentation,
+        heads.segmentation.layers,
+        heads.segmentation.segmenter,
+        heads.segmentation.evaluation,
+        torchvision_segmentation,
+        pyramid,
+        mapping,
+    )
+    for module_name, names in FLAT_MODULES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            moved = [getattr(home, name) for home in homes if hasattr(home, name)]
+            assert moved and getattr(module, name) is moved[0], f"{module_name}.{name}"
+    assert heads.DeepLabV3Segmenter.__module__ == "heads.segmentation.deeplabv3"
+    assert torchvision_segmentation.SEGMENTER_CLASSES["lraspp_mobilenet_v3_large"] is heads.LRASPPSegmenter

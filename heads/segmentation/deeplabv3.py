@@ -33,8 +33,9 @@ from heads.segmentation.layers import (
     head_conv,
 )
 from heads.segmentation.segmenter import TapSegmenter, check_image_size_or_none, create_segmenter
-from heads.segmentation.torchvision import batch_norm_slots, conv_bn_slots, conv_slots
+from heads.segmentation.torchvision import conv_slots
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
+from mnet_backbones.convert.mapping import conv_bn_slots
 from mnet_backbones.validation import check_positive_int
 
 
@@ -234,8 +235,7 @@ class DeepLabV3Segmenter(TapSegmenter):
         pooling = f"classifier.0.convs.{len(self.aspp.branches)}"
         slots += conv_bn_slots(self.aspp.pooling_conv, f"{pooling}.1", f"{pooling}.2")
         slots += conv_bn_slots(self.aspp.projection, "classifier.0.project.0", "classifier.0.project.1")
-        slots += conv_slots(self.head_conv.conv, "classifier.1")
-        slots += batch_norm_slots(self.head_conv.bn, "classifier.2")
+        slots += conv_bn_slots(self.head_conv, "classifier.1", "classifier.2")
         slots += conv_slots(self.classifier, "classifier.4")
         if self.aux_classifier is not None:
             head = self.aux_classifier

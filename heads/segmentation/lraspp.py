@@ -19,8 +19,9 @@ import keras
 
 from heads.segmentation.layers import TORCH_BN_EPSILON, LRASPPHead, ResizeToMatch
 from heads.segmentation.segmenter import TapSegmenter, check_image_size_or_none, create_segmenter
-from heads.segmentation.torchvision import conv_bn_slots, conv_slots
+from heads.segmentation.torchvision import conv_slots
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
+from mnet_backbones.convert.mapping import conv_bn_slots
 from mnet_backbones.validation import check_positive_int
 
 

@@ -19,7 +19,7 @@ import json
 import os
 
 import mnet_backbones
-from mnet_backbones.convert.mapping import batch_norm_slots, conv_bn_slots, conv_kernel, identity
+from mnet_backbones.convert.mapping import conv_kernel, identity
 from mnet_backbones.convert.torchvision import (
     TORCHVISION_CONVENTION,
     backbone_slots,
@@ -319,23 +319,3 @@ def load_torchvision_segmenter(preset, load_weights=True, **kwargs):
     ```
     """
     return load_segmenter(None, preset, load_weights=load_weights, **kwargs)
-
-
-__all__ = [
-    "PRESETS",
-    "SEGMENTER_CLASSES",
-    "VOC_CLASS_NAMES",
-    # The slot helpers the heads map their layers with (the first two are mnet_backbones.convert.mapping's).
-    "batch_norm_slots",
-    "conv_bn_slots",
-    "conv_slots",
-    "convert_to_preset",
-    "infer_builder",
-    "is_segmentation_source",
-    "is_torchvision_source",
-    "load_segmenter",
-    "load_torchvision_segmenter",
-    "load_torchvision_weights",
-    "resolve_source",
-    "torchvision_backbone",
-]
