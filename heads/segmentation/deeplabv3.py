@@ -88,11 +88,11 @@ class DeepLabV3Segmenter(TapSegmenter):
     segmenter = heads.DeepLabV3Segmenter(
         backbone, num_classes=4, image_size=64, aspp_filters=32, high_feature="P5", low_feature="P3", aux_head=True
     )
-    segmenter.compile()
+    segmenter.compile()  # the auxiliary head's loss at weight 0.5
     images = np.random.uniform(0, 255, (2, 64, 64, 3))
-    masks = np.random.randint(0, 4, (2, 64, 64, 1))
-    segmenter.fit(images, masks, epochs=1, verbose=0)
+    segmenter.fit(images, np.random.randint(0, 4, (2, 64, 64, 1)), epochs=1, verbose=0)
     segmenter.predict(images, verbose=0).shape  # (2, 64, 64, 4)
+    segmenter.aux_model.predict(images, verbose=0).shape  # (2, 64, 64, 4): torchvision's "aux" output
     ```
     """
 

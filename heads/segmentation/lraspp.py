@@ -60,14 +60,12 @@ class LRASPPSegmenter(TapSegmenter):
     import heads, mnet_backbones
 
     backbone = mnet_backbones.MobileNetBackbone("mobilenetv3_large", output_stride=16)
-    segmenter = heads.LRASPPSegmenter(
-        backbone, num_classes=4, image_size=64, high_feature="P5", low_feature="P3"
-    )
+    # image_size None: any size, as torchvision's model takes.
+    segmenter = heads.LRASPPSegmenter(backbone, num_classes=4, high_feature="P5", low_feature="P3")
     segmenter.compile()
-    images = np.random.uniform(0, 255, (2, 64, 64, 3))
-    masks = np.random.randint(0, 4, (2, 64, 64, 1))
-    segmenter.fit(images, masks, epochs=1, verbose=0)
-    segmenter.predict(images, verbose=0).shape  # (2, 64, 64, 4)
+    pixels, labels = np.random.uniform(0, 255, (2, 64, 64, 3)), np.random.randint(0, 4, (2, 64, 64, 1))
+    segmenter.fit(pixels, labels, epochs=1, verbose=0)
+    segmenter.predict(np.random.uniform(0, 255, (1, 72, 96, 3)), verbose=0).shape  # (1, 72, 96, 4)
     ```
     """
 
