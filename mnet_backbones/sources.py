@@ -157,7 +157,11 @@ def find_source(preset, cls=None, generic_only=False, convertible=False):
     if cls is not None and kind is None:
         return None
     candidates = [
-        source for source in _SOURCES if (kind is None or kind in source.kinds) and (source.generic or not generic_only)
+        source
+        for source in _SOURCES
+        if (kind is None or kind in source.kinds)
+        and (source.generic or not generic_only)
+        and (source.convert is not None or not convertible)
     ]
     for source in candidates:
         if source.recognises(preset):

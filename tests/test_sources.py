@@ -149,6 +149,22 @@ def test_one_lookup_per_kind_and_the_looser_test_for_the_sources_own_classes(tmp
     # Built-in names are keras-hub's own registered presets: its generic loaders find them without us.
     assert sources.find_source("mobilenetv3_small_050", generic_only=True) is None
     assert sources.kind_of(keras_hub.models.CausalLM) is None
+    # A source convert does not take is not offered to it.
+    unconvertible = sources.CheckpointSource(
+        "no-convert",
+        "a checkpoint convert cannot write",
+        lambda preset: preset == "x://y",
+        ("backbone",),
+        None,
+        MobileNetBackbone,
+    )
+    sources.register_source(unconvertible)
+    try:
+        assert sources.find_source("x://y") is unconvertible
+        assert sources.find_source("x://y", convertible=True) is None
+    finally:
+        sources.unregister_source("no-convert")
+    assert "no-convert" not in [source.name for source in sources.registered_sources()]
     with pytest.raises(ValueError, match="kinds must be some of"):
         sources.CheckpointSource("x", "x", bool, ("regressor",), None, MobileNetBackbone)
     with pytest.raises(TypeError, match="CheckpointSource"):
