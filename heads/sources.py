@@ -35,8 +35,7 @@ def load_torchvision_segmenter(cls, preset, load_weights=True, **kwargs):
             f"{preset!r} is a torchvision DeepLabV3 / LR-ASPP checkpoint, which {cls.__name__} cannot load; use "
             "heads.DeepLabV3Segmenter, heads.LRASPPSegmenter or keras_hub.models.ImageSegmenter.from_preset()."
         )
-    task_cls = cls
-    return torchvision_segmentation.load_segmenter(task_cls, preset, load_weights=load_weights, **kwargs)
+    return torchvision_segmentation.load_segmenter(cls, preset, load_weights=load_weights, **kwargs)
 
 
 def convert_torchvision_segmenter(preset, folder, progress):
