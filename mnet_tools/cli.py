@@ -750,7 +750,8 @@ def add_export(subcommands):
         "export",
         help="write a model as LiteRT or ONNX (optionally int8) and check it against Keras",
         description="Export MODEL (a built-in preset name, a folder written by "
-        "save_to_preset or `mnet-backbones convert`, a timm snapshot folder, or a .keras "
+        "save_to_preset or `mnet-backbones convert`, any checkpoint convert takes (converted "
+        "first: a timm snapshot, a torchvision checkpoint), or a .keras "
         "file: classifier, backbone, SSDLite detector or DeepLabV3+ segmenter) to OUT, "
         "then run the file beside the Keras model and print their agreement. OUT is "
         "written whole or not at all. Needs KERAS_BACKEND=tensorflow.",

@@ -91,3 +91,16 @@ def test_the_pretrained_heads_example_draws_its_picture(tmp_path):
     example.main([str(tmp_path / "image.jpg"), "--out", str(out), "--no-weights"])
     with Image.open(out) as picture:
         assert picture.size[0] > picture.size[1] > 100
+
+
+@requires_parity_fixtures()
+def test_export_takes_what_convert_takes(tmp_path, capsys):
+    """A torchvision classifier checkpoint exports as the classifier convert would write (not its bare backbone)."""
+    import tensorflow as tf
+
+    out = str(tmp_path / "classifier.tflite")
+    argv = ["export", os.path.join(TORCHVISION, "mobilenet_v3_small"), out, "--image-size", "96", "--batch-size", "1"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    interpreter = tf.lite.Interpreter(model_path=out)
+    assert tuple(interpreter.get_output_details()[0]["shape"]) == (1, 1000)
