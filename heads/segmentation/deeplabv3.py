@@ -170,7 +170,7 @@ class DeepLabV3Segmenter(TapSegmenter):
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", aux_loss_weight="auto", **kwargs):
         """Configures training; "auto" picks the segmentation defaults.
 
-        Defaults as `TapSegmenter.compile`; with an auxiliary head its loss
+        Defaults as `Segmenter.compile`; with an auxiliary head its loss
         (the same loss on its logits) is added at `aux_loss_weight`, "auto"
         being torchvision's 0.5 (0 without the head).
         """
