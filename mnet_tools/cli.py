@@ -206,7 +206,20 @@ def add_list(subcommands):
         action="store_false",
         help="skip building the models: leave out parameter and channel counts",
     )
+    parser.add_argument(
+        "--sources",
+        action="store_true",
+        help="list the checkpoint sources instead: what from_preset, convert and export take",
+    )
     parser.set_defaults(run=run_list)
+
+
+def run_sources_list():
+    from mnet_tools.tables import markdown_table
+
+    rows = [[source.name, ", ".join(source.kinds), source.description] for source in convert_sources()]
+    print(markdown_table(["source", "gives", "takes"], rows))
+    return 0
 
 
 def run_list(args):
@@ -215,6 +228,8 @@ def run_list(args):
     from mnet_backbones.presets import PRESETS
     from mnet_tools.tables import markdown_table
 
+    if args.sources:
+        return run_sources_list()
     header = ["preset", "generation", "width", "resolution", "padding"]
     rows = []
     for preset in PRESETS.values():

@@ -321,6 +321,13 @@ def test_convert_of_a_built_in_name_goes_through_the_registry(tmp_path, capsys, 
     assert MobileNetImageClassifier.from_preset(str(tmp_path / "out")).num_classes == 2
 
 
+def test_list_names_every_source(capsys):
+    assert cli.main(["list", "--sources"]) == 0
+    out = capsys.readouterr().out
+    for source in sources.registered_sources():
+        assert f"| {source.name} " in out and source.description in out
+
+
 # ---------------------------------------------------------------------------
 # A source a test registers: one module, one registry entry, every entry point.
 
@@ -401,6 +408,13 @@ def test_a_registered_source_is_reached_from_convert_and_export(fake_sources, tm
     assert type(keras_hub.models.ImageClassifier.from_preset(out)) is MobileNetImageClassifier
     assert cli.main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "a fake classifier checkpoint" in capsys.readouterr().err
+    assert cli.main(["list", "--sources"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| fake-detector " in line)
+    assert [cell.strip() for cell in row.strip("|").split("|")] == [
+        "fake-detector",
+        "detector",
+        "a fake detector checkpoint",
+    ]
     exported = str(tmp_path / "fake.tflite")
     assert cli.main(["export", "fake://classifier", exported, "--image-size", "32"]) == 0, capsys.readouterr().err
     assert os.path.getsize(exported) > 0
