@@ -215,9 +215,11 @@ def add_list(subcommands):
 
 
 def run_sources_list():
+    import heads  # noqa: F401  (registers the heads' sources)
+    from mnet_backbones import sources
     from mnet_tools.tables import markdown_table
 
-    rows = [[source.name, ", ".join(source.kinds), source.description] for source in convert_sources()]
+    rows = [[source.name, ", ".join(source.kinds), source.description] for source in sources.registered_sources()]
     print(markdown_table(["source", "gives", "takes"], rows))
     return 0
 
