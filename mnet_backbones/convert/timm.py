@@ -18,12 +18,12 @@ from mnet_backbones.architectures import MQA, UIB, Conv, FusedIB
 from mnet_backbones.constants import IMAGENET_MEAN, IMAGENET_STD
 from mnet_backbones.convert.mapping import (
     WeightMismatchError,
-    assign_all,
     batch_norm_slots,
     conv_bn_slots,
     conv_kernel,
     dense_kernel,
     identity,
+    load_slots,
 )
 from mnet_backbones.presets import PRESETS
 
@@ -185,32 +185,11 @@ def load_state_dict(model, state_dict, source_name="timm checkpoint", with_head=
     be used too. On any mismatch nothing is assigned.
     """
     is_classifier = isinstance(model, keras_hub.models.ImageClassifier)
-    slots = list(classifier_slots(model) if is_classifier else backbone_slots(model))
-    pairs, used = [], set()
-    for variable, key, transform in slots:
-        if key not in state_dict:
-            raise WeightMismatchError(
-                f"{source_name}: tensor {key!r} for layer variable {variable.path!r} "
-                f"(shape {tuple(variable.shape)}) is missing: the checkpoint is for "
-                "another architecture or incomplete. Nothing was loaded."
-            )
-        pairs.append((variable, transform(state_dict[key]), key))
-        used.add(key)
-    head_keys = ("conv_head.", "norm_head.", "classifier.")
-    extra = sorted(
-        key
-        for key in state_dict
-        if key not in used
-        and not key.endswith("num_batches_tracked")
-        and (is_classifier or not key.startswith(head_keys))
-    )
-    if extra:
-        raise WeightMismatchError(
-            f"{source_name}: {len(extra)} tensors do not belong to this model, e.g. "
-            f"{extra[:5]} (shapes {[tuple(state_dict[k].shape) for k in extra[:5]]}): "
-            "the checkpoint is for another architecture. Nothing was loaded."
-        )
-    assign_all(pairs, source_name)
+    slots = classifier_slots(model) if is_classifier else backbone_slots(model)
+    with_head = is_classifier if with_head is None else with_head
+    # Without the head, the checkpoint's head tensors are left unused.
+    unused = () if with_head else ("conv_head.", "norm_head.", "classifier.")
+    load_slots(slots, state_dict, source_name, allowed_unused_prefixes=unused)
 
 
 # ---------------------------------------------------------------------------
