@@ -45,8 +45,10 @@ __all__ = [
     "core_sources",
     "find_source",
     "kind_of",
+    "load_with_keras_hub",
     "register_source",
     "registered_sources",
+    "unregister_source",
 ]
 
 # The kinds of model a source gives, and the keras-hub class each kind derives from.
