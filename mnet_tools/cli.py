@@ -33,6 +33,8 @@ import os
 import sys
 import time
 
+from mnet_tools.demo_options import positive_int
+
 PROG = "mnet-backbones"
 # What `export` writes, repeated from `mnet_tools.export` (which imports Keras)
 # so that the arguments are declared without it; tests/test_cli.py checks they agree.
@@ -127,16 +129,6 @@ class Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------
 # Shared helpers.
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def pyramid_levels():
     from mnet_backbones.builder import PYRAMID_STRIDES, pyramid_level
 
