@@ -10,10 +10,13 @@ take a minute, and a demo silent for that long looks hung.
 
 import argparse
 import math
+import os
 import sys
 import time
 
 import keras
+
+from heads.datasets import make_shapes
 
 
 class Stages:
@@ -35,6 +38,21 @@ class Stages:
 
     def __call__(self, message):
         print(f"[{self.elapsed():6.1f}s] {message}", file=self.stream or sys.stderr, flush=True)
+
+
+def make_splits(args):
+    """Seed every generator from `args.seed`, then make the training and held-out shapes.
+
+    Returns `(stage, train, val)`: a fresh `Stages`, and `make_shapes`' file
+    dicts of `args.train_images` and `args.val_images` images under
+    `args.out_dir`, drawn with different seeds.
+    """
+    stage = Stages()
+    keras.utils.set_random_seed(args.seed)
+    stage(f"making {args.train_images} training and {args.val_images} held-out images in {args.out_dir}")
+    train = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
+    val = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
+    return stage, train, val
 
 
 class TrainingProgress(keras.callbacks.Callback):

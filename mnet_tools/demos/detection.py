@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 import heads
-from heads.datasets import load_coco, make_shapes
+from heads.datasets import load_coco
 from mnet_tools.demo_options import detection_parser
-from mnet_tools.demos import Stages, TrainingProgress
+from mnet_tools.demos import TrainingProgress, make_splits
 from mnet_tools.plotting import pyplot
 
 
@@ -94,11 +94,7 @@ def main(argv=None):
     ```
     """
     args = parse_args(argv)
-    stage = Stages()
-    keras.utils.set_random_seed(args.seed)
-    stage(f"making {args.train_images} training and {args.val_images} held-out images in {args.out_dir}")
-    train_files = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
-    val_files = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
+    stage, train_files, val_files = make_splits(args)
     train = load_coco(
         train_files["annotations"], train_files["images"], args.image_size, args.batch_size,
         shuffle=True, augment=True, seed=args.seed,

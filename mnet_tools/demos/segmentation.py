@@ -19,11 +19,11 @@ import keras
 import numpy as np
 
 import heads
-from heads.datasets import load_segmentation, make_shapes
+from heads.datasets import load_segmentation
 from heads.datasets.segmentation import read_image, read_mask, segmentation_pairs
 from heads.segmentation_eval import predict_masks
 from mnet_tools.demo_options import segmentation_parser
-from mnet_tools.demos import Stages, TrainingProgress
+from mnet_tools.demos import TrainingProgress, make_splits
 from mnet_tools.plotting import pyplot
 
 CLASS_NAMES = ("background", "circle", "square", "triangle")
@@ -119,12 +119,8 @@ def main(argv=None):
     ```
     """
     args = parse_args(argv)
-    stage = Stages()
-    keras.utils.set_random_seed(args.seed)
+    stage, train, val = make_splits(args)
     num_classes = len(CLASS_NAMES)
-    stage(f"making {args.train_images} training and {args.val_images} held-out images in {args.out_dir}")
-    train = make_shapes(os.path.join(args.out_dir, "train"), args.train_images, args.image_size, seed=args.seed)
-    val = make_shapes(os.path.join(args.out_dir, "val"), args.val_images, args.image_size, seed=args.seed + 1)
     dataset = load_segmentation(
         train["images"],
         train["masks"],
