@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import heads
+from conftest import GroundTruthDetector
 from heads.coco_eval import coco_metrics, detections_to_coco
 from heads.datasets import load_coco, make_shapes, read_coco
 from heads.targets import BoxFormatWarning
@@ -146,30 +147,10 @@ def test_coco_metrics_known_answers(shapes):
     assert coco_metrics(shapes["annotations"], [])["AP"] == 0.0
 
 
-class GroundTruthDetector:
-    """Stands in for a detector: 'predicts' the resized ground truth, in yxyx."""
-
-    bounding_box_format = "yxyx"
-
-    def __init__(self, annotation_file, image_dir, image_size):
-        self.image_size = image_size
-        batches = list(load_coco(annotation_file, image_dir, image_size, 64, bounding_box_format="yxyx"))
-        self.targets = batches[0][1]
-
-    def predict(self, dataset, verbose=0):
-        labels = self.targets["labels"].numpy()
-        return {
-            "boxes": self.targets["boxes"].numpy(),
-            "labels": np.maximum(labels, 0),
-            "confidence": np.where(labels >= 0, 0.8, -1.0),
-            "num_detections": (labels >= 0).sum(axis=1),
-        }
-
-
 def test_evaluate_coco_maps_back_to_original_pixels_and_category_ids(shapes, tmp_path):
     reversed_file = str(rewrite(shapes["annotations"], tmp_path / "reversed.json",
                                 lambda coco: coco["categories"].reverse()))  # fmt: skip
-    detector = GroundTruthDetector(reversed_file, shapes["images"], (24, 80))
+    detector = GroundTruthDetector(reversed_file, shapes["images"], (24, 80), bounding_box_format="yxyx")
     metrics, results = heads.evaluate_coco(detector, reversed_file, shapes["images"], return_results=True)
     assert metrics["AP"] == pytest.approx(1.0)
     expected = {}

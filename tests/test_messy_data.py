@@ -18,6 +18,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 import heads
+from conftest import GroundTruthDetector
 from heads.coco_eval import coco_metrics, detections_to_coco, ground_truth
 from heads.datasets import load_coco, read_coco
 from heads.datasets.images import inspect_image, read_image
@@ -357,28 +358,6 @@ def test_a_jpeg_with_data_after_its_end_marker_is_not_called_truncated(tmp_path)
     path = tmp_path / "trailer.jpg"
     path.write_bytes(jpeg + b"camera maker trailer \xff\xda no end marker after this")
     assert inspect_image(str(path))[:2] == (40, 40)
-
-
-class GroundTruthDetector:
-    """'Predicts' the ground truth of a COCO set: perfect scores, whatever the file lacks."""
-
-    bounding_box_format = "xyxy"
-
-    def __init__(self, annotation_file, image_dir, image_size, num_classes=None):
-        self.image_size = image_size
-        if num_classes is not None:
-            self.num_classes = num_classes
-        batches = list(load_coco(annotation_file, image_dir, image_size, 64))
-        self.targets = batches[0][1]
-
-    def predict(self, dataset, verbose=0):
-        labels = self.targets["labels"].numpy()
-        return {
-            "boxes": self.targets["boxes"].numpy(),
-            "labels": np.maximum(labels, 0),
-            "confidence": np.where(labels >= 0, 0.8, -1.0),
-            "num_detections": (labels >= 0).sum(axis=1),
-        }
 
 
 def test_evaluate_coco_scores_annotations_without_iscrowd_or_area(messy, tmp_path):
