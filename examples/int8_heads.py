@@ -56,50 +56,45 @@ def calibration_images(folder, image_size):
     return export.read_images(os.path.join(folder, "train", "images"), image_size, CALIBRATION_IMAGES)
 
 
+def runtimes(model, folder, stem, litert_class):
+    """(runtime, model, file) of Keras and of `model` exported to LiteRT float32 and int8 in `folder`."""
+    float_path = export.export_model(model, os.path.join(folder, f"{stem}.tflite"))
+    int8_path = export.export_model(
+        model, os.path.join(folder, f"{stem}_int8.tflite"), int8=True,
+        calibration_images=calibration_images(folder, model.image_size),
+    )  # fmt: skip
+    return (
+        ("Keras", model, None),
+        ("LiteRT float32", litert_class(float_path, model), float_path),
+        ("LiteRT int8", litert_class(int8_path, model), int8_path),
+    )
+
+
+def file_mib(path):
+    return "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
+
+
 def detection_rows(folder):
     detector = keras.models.load_model(os.path.join(folder, "ssdlite.keras"))
     val = os.path.join(folder, "val")
-    float_path = export.export_model(detector, os.path.join(folder, "ssdlite.tflite"))
-    int8_path = export.export_model(
-        detector, os.path.join(folder, "ssdlite_int8.tflite"), int8=True,
-        calibration_images=calibration_images(folder, detector.image_size),
-    )  # fmt: skip
     rows = []
-    for name, model, path in (
-        ("Keras", detector, None),
-        ("LiteRT float32", LiteRTDetector(float_path, detector), float_path),
-        ("LiteRT int8", LiteRTDetector(int8_path, detector), int8_path),
-    ):
+    for name, model, path in runtimes(detector, folder, "ssdlite", LiteRTDetector):
         metrics = heads.evaluate_coco(model, os.path.join(val, "annotations.json"), os.path.join(val, "images"))
-        size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
-        rows.append(
-            ["SSDLite", name, f"AP {metrics['AP']:.3f} / AP50 {metrics['AP50']:.3f} / AP75 {metrics['AP75']:.3f}", size]
-        )
+        scores = f"AP {metrics['AP']:.3f} / AP50 {metrics['AP50']:.3f} / AP75 {metrics['AP75']:.3f}"
+        rows.append(["SSDLite", name, scores, file_mib(path)])
     return rows
 
 
 def segmentation_rows(folder):
     segmenter = keras.models.load_model(os.path.join(folder, "deeplab.keras"))
     val = os.path.join(folder, "val")
-    num_classes = segmenter.num_classes
-    float_path = export.export_model(segmenter, os.path.join(folder, "deeplab.tflite"))
-    int8_path = export.export_model(
-        segmenter, os.path.join(folder, "deeplab_int8.tflite"), int8=True,
-        calibration_images=calibration_images(folder, segmenter.image_size),
-    )  # fmt: skip
     rows = []
-    for name, model, path in (
-        ("Keras", segmenter, None),
-        ("LiteRT float32", LiteRTSegmenter(float_path, segmenter), float_path),
-        ("LiteRT int8", LiteRTSegmenter(int8_path, segmenter), int8_path),
-    ):
-        scores = heads.evaluate_segmentation(
-            model, os.path.join(val, "images"), os.path.join(val, "masks"), num_classes
+    for name, model, path in runtimes(segmenter, folder, "deeplab", LiteRTSegmenter):
+        metrics = heads.evaluate_segmentation(
+            model, os.path.join(val, "images"), os.path.join(val, "masks"), segmenter.num_classes
         )
-        size = "-" if path is None else f"{os.path.getsize(path) / 2**20:.1f}"
-        rows.append(
-            ["DeepLabV3+", name, f"mIoU {scores['mIoU']:.3f} / pixel accuracy {scores['pixel_accuracy']:.3f}", size]
-        )
+        scores = f"mIoU {metrics['mIoU']:.3f} / pixel accuracy {metrics['pixel_accuracy']:.3f}"
+        rows.append(["DeepLabV3+", name, scores, file_mib(path)])
     return rows
 
 
