@@ -42,50 +42,7 @@ def make_block(block, arch, width_multiplier, common, name, strides=None, dilati
     stride into dilation of this and later blocks; `return_expansion` makes
     a UIB or FusedIB layer return `(output, expansion)`."""
     filters = scale_filters(block.filters, width_multiplier, arch.channel_rounding)
-    activation = getattr(block, "activation", None) or arch.activation
-    strides = block.strides if strides is None else strides
-    if isinstance(block, Conv):
-        return ConvBNAct(
-            filters,
-            block.kernel,
-            strides=strides,
-            activation=activation,
-            dilation_rate=dilation_rate if block.kernel > 1 else 1,
-            name=name,
-            **common,
-        )
-    if isinstance(block, UIB):
-        return InvertedBottleneck(
-            filters,
-            expand_ratio=block.expand,
-            start_kernel=block.start,
-            mid_kernel=block.mid,
-            end_kernel=block.end,
-            strides=strides,
-            dilation_rate=dilation_rate,
-            se_ratio=block.se,
-            activation=activation,
-            project_activation=block.project_activation,
-            se_activation=arch.se_activation,
-            se_gate=arch.se_gate,
-            residual=block.residual,
-            layer_scale=arch.layer_scale,
-            return_expansion=return_expansion,
-            name=name,
-            **common,
-        )
-    if isinstance(block, FusedIB):
-        return FusedInvertedBottleneck(
-            filters,
-            expand_ratio=block.expand,
-            kernel_size=block.kernel,
-            strides=strides,
-            activation=activation,
-            dilation_rate=dilation_rate,
-            return_expansion=return_expansion,
-            name=name,
-            **common,
-        )
+    layer = dict(name=name, **common)
     if isinstance(block, MQA):
         # Attention is global, so a denser map needs no dilation here; the
         # key/value downsampling keeps its stride (Keras convolutions cannot
@@ -97,9 +54,32 @@ def make_block(block, arch, width_multiplier, common, name, strides=None, dilati
             kv_strides=block.kv_strides,
             kernel_size=block.kernel,
             layer_scale=arch.layer_scale,
-            name=name,
-            **common,
+            **layer,
         )
+    layer.update(
+        strides=block.strides if strides is None else strides,
+        activation=block.activation or arch.activation,
+    )
+    if isinstance(block, Conv):
+        return ConvBNAct(filters, block.kernel, dilation_rate=dilation_rate if block.kernel > 1 else 1, **layer)
+    layer.update(dilation_rate=dilation_rate, return_expansion=return_expansion)
+    if isinstance(block, UIB):
+        return InvertedBottleneck(
+            filters,
+            expand_ratio=block.expand,
+            start_kernel=block.start,
+            mid_kernel=block.mid,
+            end_kernel=block.end,
+            se_ratio=block.se,
+            project_activation=block.project_activation,
+            se_activation=arch.se_activation,
+            se_gate=arch.se_gate,
+            residual=block.residual,
+            layer_scale=arch.layer_scale,
+            **layer,
+        )
+    if isinstance(block, FusedIB):
+        return FusedInvertedBottleneck(filters, expand_ratio=block.expand, kernel_size=block.kernel, **layer)
     raise TypeError(f"Unknown block type {type(block).__name__}: {block!r}.")
 
 
