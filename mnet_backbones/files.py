@@ -213,10 +213,6 @@ def check_regular_file(path):
     return os.path.getsize(path)
 
 
-def _size(path):
-    return check_regular_file(path)
-
-
 def _json_error(name, error):
     return ValueError(
         f"{name} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno} (character {error.pos})."
@@ -240,7 +236,7 @@ def read_json(path):
     ```
     """
     path = os.fspath(path)
-    _size(path)
+    check_regular_file(path)
     try:
         with open(path, "rb") as file:
             text = file.read().decode("utf-8")
@@ -264,7 +260,7 @@ def check_hdf5_file(path):
     is visited; the array data is not read).
     """
     path = os.fspath(path)
-    size = _size(path)
+    size = check_regular_file(path)
     with open(path, "rb") as file:
         head = file.read(len(HDF5_SIGNATURE))
     if head != HDF5_SIGNATURE:
@@ -288,7 +284,7 @@ def check_safetensors_file(path):
     header says.
     """
     path = os.fspath(path)
-    size = _size(path)
+    size = check_regular_file(path)
     with open(path, "rb") as file:
         prefix = file.read(8)
         if len(prefix) < 8:
@@ -316,7 +312,7 @@ def check_keras_file(path):
     checks its CRC-32, and its `config.json` must be valid JSON.
     """
     path = os.fspath(path)
-    size = _size(path)
+    size = check_regular_file(path)
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as file:
             head = file.read(len(ZIP_SIGNATURE))
