@@ -251,42 +251,36 @@ PRESETS = {preset.name: preset for preset in _PRESET_LIST}
 # `mobilenetv2.py`): the default (best) weights of each builder, with the
 # eval transform they publish: bilinear resize of the short side, centre crop
 # 224, ImageNet mean/std. MobileNetV3 uses BatchNorm epsilon 1e-3, V2 PyTorch's 1e-5.
-_TORCHVISION = dict(padding="symmetric", interpolation="bilinear", antialias=True)
+_TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+def _torchvision_preset(architecture, title, bn_epsilon, resize, file, weights, top1):
+    """`{architecture}_100_torchvision`: torchvision's `file` (its `weights` enum, `top1` as it reports),
+    evaluated at 224 pixels cropped from a short side of `resize`."""
+    return Preset(
+        f"{architecture}_100_torchvision",
+        architecture,
+        1.0,
+        224,
+        padding="symmetric",
+        bn_epsilon=bn_epsilon,
+        description=f"{title}, torchvision {weights} weights (ImageNet top-1 {top1}).",
+        interpolation="bilinear",
+        torchvision=(_TORCHVISION_URL + file, weights, top1),
+        crop_fraction=224 / resize,
+        antialias=True,
+    )
+
+
+# fmt: off
 _TORCHVISION_LIST = [
-    Preset(
-        "mobilenetv3_large_100_torchvision",
-        "mobilenetv3_large",
-        1.0,
-        224,
-        bn_epsilon=1e-3,
-        description="MobileNetV3-Large, torchvision IMAGENET1K_V2 weights (ImageNet top-1 75.274).",
-        torchvision=("https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth", "IMAGENET1K_V2", 75.274),
-        crop_fraction=224 / 232,
-        **_TORCHVISION,
-    ),
-    Preset(
-        "mobilenetv3_small_100_torchvision",
-        "mobilenetv3_small",
-        1.0,
-        224,
-        bn_epsilon=1e-3,
-        description="MobileNetV3-Small, torchvision IMAGENET1K_V1 weights (ImageNet top-1 67.668).",
-        torchvision=("https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth", "IMAGENET1K_V1", 67.668),
-        crop_fraction=224 / 256,
-        **_TORCHVISION,
-    ),
-    Preset(
-        "mobilenetv2_100_torchvision",
-        "mobilenetv2",
-        1.0,
-        224,
-        bn_epsilon=1e-5,
-        description="MobileNetV2, torchvision IMAGENET1K_V2 weights (ImageNet top-1 72.154).",
-        torchvision=("https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", "IMAGENET1K_V2", 72.154),
-        crop_fraction=224 / 232,
-        **_TORCHVISION,
-    ),
+    _torchvision_preset("mobilenetv3_large", "MobileNetV3-Large", 1e-3, 232, "mobilenet_v3_large-5c1a4163.pth",
+                        "IMAGENET1K_V2", 75.274),
+    _torchvision_preset("mobilenetv3_small", "MobileNetV3-Small", 1e-3, 256, "mobilenet_v3_small-047dcff4.pth",
+                        "IMAGENET1K_V1", 67.668),
+    _torchvision_preset("mobilenetv2", "MobileNetV2", 1e-5, 232, "mobilenet_v2-7ebf99e0.pth", "IMAGENET1K_V2", 72.154),
 ]
+# fmt: on
 TORCHVISION_PRESETS = {preset.name: preset for preset in _TORCHVISION_LIST}
 BUILTIN_PRESETS = {**PRESETS, **TORCHVISION_PRESETS}
 
