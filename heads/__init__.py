@@ -5,19 +5,18 @@ internals, so any `keras_hub.models.FeaturePyramidBackbone` with the levels
 they read serves.
 
 Modules:
-- `heads.ssdlite`: the `SSDLiteObjectDetector` task and `create_ssdlite`,
-  assembled from
-  - `heads.anchors`: the levels SSDLite predicts on and its anchor generator;
-  - `heads.box_coding`: boxes as deltas against anchors and back
-    (`encode_boxes`, `decode_boxes`, `SSD_BOX_VARIANCE`);
-  - `heads.label_encoder`: `SSDLiteLabelEncoder`, the training targets;
-  - `heads.targets`: `clean_detection_targets`, numpy checks of targets;
-  - `heads.ssdlite_layers`: `SSDLiteExtraBlock` and `SSDLitePredictor`.
-- `heads.ssdlite_paper`: `SSDLite320ObjectDetector`, SSDLite exactly as the
-  MobileNetV3 paper and torchvision's `ssdlite320_mobilenet_v3_large` build it
-  (`heads.default_boxes`: SSD's default boxes); `heads.torchvision_ssdlite`
-  loads torchvision's checkpoints of it (the built-in
-  `ssdlite320_mobilenetv3_large_coco`).
+- `heads.detection`: the two SSDLite heads, named as in the CLI and
+  `train`'s config: `"ssdlite"` (`SSDLiteObjectDetector`: P4/P5 pyramid
+  levels, sigmoid classes, focal loss) and `"ssdlite320"`
+  (`SSDLite320ObjectDetector`: SSDLite exactly as the MobileNetV3 paper and
+  torchvision's `ssdlite320_mobilenet_v3_large` build it), `create_ssdlite`
+  for both, on shared parts: `anchors`, `box_coding` (`encode_boxes`,
+  `decode_boxes`), `matching` (`SSDLiteLabelEncoder`), `postprocess` (one
+  IoU, one NMS), `layers`, `targets`; `torchvision` loads torchvision's
+  checkpoints (the built-in `ssdlite320_mobilenetv3_large_coco`);
+  `coco_eval` (`evaluate_coco`). The former flat modules (`heads.ssdlite`,
+  `heads.ssdlite_paper`, `heads.anchors`, `heads.torchvision_ssdlite`, ...)
+  re-export them.
 - `heads.segmentation`: the segmenters on one base (`segmenter`) and one
   layer set (`layers`: ASPP, FCN and LR-ASPP heads, bilinear resize):
   `deeplabv3plus` (`DeepLabV3PlusSegmenter`, `create_deeplabv3plus`),
@@ -35,7 +34,7 @@ Modules:
 - `heads.preprocessing`: `pixel_normalizer`, the input normalisation of both.
 - `heads.pyramid`: how a head takes a backbone (checks, the models reading
   its pyramid levels or named taps, a preset name's backbone).
-- `heads.coco_eval`, `heads.segmentation.evaluation`: whole-set metrics
+- `heads.detection.coco_eval`, `heads.segmentation.evaluation`: whole-set metrics
   (`evaluate_coco`, `evaluate_segmentation`).
 - `heads.datasets`: `tf.data` loaders (COCO, VOC-style segmentation) and the
   synthetic shapes set.
@@ -47,8 +46,14 @@ TensorFlow data stack load on first use (`heads.evaluate_coco`,
 
 import importlib
 
-from heads.box_coding import decode_boxes, encode_boxes
-from heads.label_encoder import SSDLiteLabelEncoder
+from heads.detection import (
+    SSDLite320ObjectDetector,
+    SSDLiteLabelEncoder,
+    SSDLiteObjectDetector,
+    create_ssdlite,
+    decode_boxes,
+    encode_boxes,
+)
 from heads.segmentation import (
     DeepLabV3PlusSegmenter,
     DeepLabV3Segmenter,
@@ -59,8 +64,6 @@ from heads.segmentation import (
     create_lraspp,
     load_torchvision_segmenter,
 )
-from heads.ssdlite import SSDLiteObjectDetector, create_ssdlite
-from heads.ssdlite_paper import SSDLite320ObjectDetector
 
 # The heads' checkpoint sources (torchvision's SSDLite, DeepLabV3 and LR-ASPP), registered with the
 # core's registry: the tasks' from_preset, keras-hub's generic entry points and `convert` take them.
@@ -69,7 +72,7 @@ from heads import sources  # noqa: E402,F401  isort: skip
 # Names loaded on first use (PEP 562): name -> (module, attribute or None for the module).
 _LAZY = {
     "datasets": ("heads.datasets", None),
-    "evaluate_coco": ("heads.coco_eval", "evaluate_coco"),
+    "evaluate_coco": ("heads.detection.coco_eval", "evaluate_coco"),
     "evaluate_segmentation": ("heads.segmentation.evaluation", "evaluate_segmentation"),
 }
 

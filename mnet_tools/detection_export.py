@@ -7,11 +7,13 @@ which the TFLite converter does not turn into builtin ops. `postprocess`
 does that small step in numpy, with the anchors and settings that
 `export_litert` writes beside the model.
 
-Both SSDLites export so: `heads.SSDLiteObjectDetector` (sigmoid classes,
-class-agnostic NMS: `postprocess`) and `heads.SSDLite320ObjectDetector`
-(torchvision's softmax and per-class NMS, boxes back in each image's own
-pixels: `heads.ssdlite_paper.postprocess_detections`). The settings file
-says which (`kind`).
+Both SSDLites export so, each with the post-processing it names in
+`postprocessing`, from `heads.detection.postprocess` (the one IoU and NMS the
+detectors use): `heads.SSDLiteObjectDetector` (sigmoid classes, class-agnostic
+NMS: `postprocess`) and `heads.SSDLite320ObjectDetector` (torchvision's softmax
+and per-class NMS, images of any size resized first and boxes back in each
+image's own pixels: `postprocess_detections`). The settings file says which
+(`kind`).
 
 The `.tflite` file and its `_postprocess.npz` are one pair: both are written
 under temporary names, then renamed one after the other with Ctrl-C held
@@ -31,14 +33,20 @@ import threading
 import keras
 import numpy as np
 
-from heads import SSDLite320ObjectDetector
-from heads.box_coding import decode_boxes
-from heads.ssdlite_paper import postprocess_detections, resize_images
+from heads.detection.postprocess import (
+    SIGMOID_CLASS_AGNOSTIC_NMS,
+    SOFTMAX_PER_CLASS_NMS,
+    postprocess_detections,
+    postprocess_sigmoid_detections,
+)
+from heads.detection.resizing import resize_image_batch
 from mnet_backbones import files
 from mnet_tools import litert
 
-SIGMOID = "sigmoid_class_agnostic_nms"  # heads.SSDLiteObjectDetector
-TORCHVISION = "torchvision_softmax_per_class_nms"  # heads.SSDLite320ObjectDetector
+SIGMOID = SIGMOID_CLASS_AGNOSTIC_NMS  # heads.SSDLiteObjectDetector.postprocessing
+TORCHVISION = SOFTMAX_PER_CLASS_NMS  # heads.SSDLite320ObjectDetector.postprocessing
+# The numpy post-processing of the sigmoid detector, under the name this module has always given it.
+postprocess = postprocess_sigmoid_detections
 
 
 def settings_path(tflite_path):
@@ -120,7 +128,8 @@ def export_litert(detector, path, **converter_options):
 
 
 def _kind(detector):
-    return TORCHVISION if isinstance(detector, SSDLite320ObjectDetector) else SIGMOID
+    """The post-processing `detector` names (`heads.detection.base.SSDLiteBase.postprocessing`)."""
+    return getattr(detector, "postprocessing", SIGMOID)
 
 
 def postprocess_settings(detector):
@@ -140,63 +149,9 @@ def postprocess_settings(detector):
         "iou_threshold": float(detector.iou_threshold),
         "max_detections": int(detector.max_detections),
     }
-    if isinstance(detector, SSDLite320ObjectDetector):
+    if _kind(detector) == TORCHVISION:
         settings["topk_candidates"] = int(detector.topk_candidates)
     return settings
-
-
-def _iou_one_to_many(box, boxes):
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return intersection / np.maximum(area + areas - intersection, 1e-8)
-
-
-def postprocess(box_deltas, class_logits, anchors, box_variance, image_size,
-                score_threshold=0.3, iou_threshold=0.5, max_detections=100):  # fmt: skip
-    """Raw SSDLite outputs to detections, as `SSDLiteObjectDetector.predict` makes them.
-
-    Decodes centre/size deltas against the anchors and clips them to the
-    image with `heads.box_coding.decode_boxes`, as the detector does; takes
-    each anchor's best class (sigmoid score), keeps scores above
-    `score_threshold` and runs greedy class-agnostic NMS in numpy. Returns
-    `{"boxes" (B, max_detections, 4) xyxy pixels, "confidence", "labels",
-    "num_detections"}`, padded with -1 like `predict`.
-
-    Example:
-    ```python
-    deltas, logits = ...  # the .tflite outputs
-    detections = postprocess(deltas, logits, settings["anchors"], settings["box_variance"], (192, 192))
-    ```
-    """
-    boxes = keras.ops.convert_to_numpy(decode_boxes(anchors, box_deltas, box_variance, image_size))
-    scores = 1.0 / (1.0 + np.exp(-np.asarray(class_logits, "float32")))
-    batch = boxes.shape[0]
-    out = {
-        "boxes": np.full((batch, max_detections, 4), -1.0, "float32"),
-        "confidence": np.full((batch, max_detections), -1.0, "float32"),
-        "labels": np.full((batch, max_detections), -1, "int32"),
-        "num_detections": np.zeros((batch,), "int32"),
-    }
-    for i in range(batch):
-        confidence = scores[i].max(axis=-1)
-        order = np.argsort(-confidence, kind="stable")
-        order = order[confidence[order] > score_threshold]
-        kept = []
-        while order.size and len(kept) < max_detections:
-            best = order[0]
-            kept.append(best)
-            order = order[1:][_iou_one_to_many(boxes[i, best], boxes[i, order[1:]]) <= iou_threshold]
-        count = len(kept)
-        out["boxes"][i, :count] = boxes[i, kept]
-        out["confidence"][i, :count] = confidence[kept]
-        out["labels"][i, :count] = scores[i, kept].argmax(axis=-1)
-        out["num_detections"][i] = count
-    return out
 
 
 def read_settings(tflite_path):
@@ -240,9 +195,7 @@ def run_litert(tflite_path, images):
     kind = str(settings["kind"]) if "kind" in settings else SIGMOID
     image_size = tuple(int(v) for v in settings["image_size"])
     if kind == TORCHVISION:
-        images = [np.asarray(image, "float32") for image in images]
-        sizes = [image.shape[:2] for image in images]
-        batch = np.stack([keras.ops.convert_to_numpy(resize_images(image[None], image_size))[0] for image in images])
+        batch, sizes = resize_image_batch(images, image_size, "run_litert")
         deltas, logits = _raw(tflite_path, batch)
         return postprocess_detections(
             deltas, logits, settings["anchors"], image_size, sizes, float(settings["score_threshold"]),

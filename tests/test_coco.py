@@ -7,9 +7,9 @@ import pytest
 
 import heads
 from conftest import GroundTruthDetector
-from heads.coco_eval import coco_metrics, detections_to_coco
 from heads.datasets import load_coco, make_shapes, read_coco
-from heads.targets import BoxFormatWarning
+from heads.detection.coco_eval import coco_metrics, detections_to_coco
+from heads.detection.targets import BoxFormatWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -10,7 +10,13 @@ import sys
 import pytest
 
 HEADS = pathlib.Path(__file__).resolve().parents[1] / "heads"
-LAZY_MODULES = ("heads.datasets", "heads.coco_eval", "heads.segmentation_eval", "heads.segmentation.evaluation")
+LAZY_MODULES = (
+    "heads.datasets",
+    "heads.coco_eval",
+    "heads.detection.coco_eval",
+    "heads.segmentation_eval",
+    "heads.segmentation.evaluation",
+)
 # The core modules a head may use; `import mnet_backbones` itself registers the presets.
 ALLOWED_CORE = {
     "mnet_backbones",
@@ -35,6 +41,7 @@ loaded_after_import = sorted(m for m in sys.modules if m.startswith({lazy}))
 evaluate_coco = heads.evaluate_coco
 evaluate_segmentation = heads.evaluate_segmentation
 load_coco = heads.datasets.load_coco
+import heads.coco_eval
 import heads.segmentation_eval
 print(json.dumps({{
     "loaded_after_import": loaded_after_import,
@@ -53,7 +60,7 @@ def test_import_heads_loads_the_models_only_and_the_rest_on_use():
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded_after_import"] == []
-    assert report["evaluate_coco"] == "heads.coco_eval"
+    assert report["evaluate_coco"] == "heads.detection.coco_eval"
     assert report["evaluate_segmentation"] == "heads.segmentation.evaluation"
     assert report["load_coco"] == "heads.datasets.coco"
     assert report["loaded_on_use"] == sorted(LAZY_MODULES)

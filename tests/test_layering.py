@@ -102,6 +102,8 @@ def test_the_three_packages_are_found():
         "mnet_backbones.backbone",
         "heads",
         "heads.ssdlite",
+        "heads.detection.ssdlite",
+        "heads.detection.ssdlite320",
         "mnet_tools",
         "mnet_tools.cli",
     } <= set(MODULES)

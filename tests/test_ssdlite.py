@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import heads
-from heads.anchors import ssdlite_levels
-from heads.label_encoder import SSDLiteLabelEncoder
-from heads.targets import clean_detection_targets
+from heads.detection.anchors import ssdlite_levels
+from heads.detection.matching import SSDLiteLabelEncoder
+from heads.detection.targets import clean_detection_targets
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 3

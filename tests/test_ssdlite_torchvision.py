@@ -18,8 +18,9 @@ import pytest
 
 import heads
 import mnet_backbones
-from heads import ssdlite_paper, torchvision_ssdlite
-from heads.default_boxes import default_box_scales, default_boxes
+from heads.detection import matching, postprocess, resizing, ssdlite320
+from heads.detection import torchvision as torchvision_ssdlite
+from heads.detection.anchors import default_box_scales, default_boxes
 from mnet_backbones.convert import torchvision as tv_convert
 
 FIXTURE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/parity/torchvision/ssdlite320_mobilenet_v3_large"
@@ -80,7 +81,7 @@ def test_default_box_scales_are_the_papers():
 
 @pytest.mark.parametrize("i", IMAGES)
 def test_transformed_input_equals_torchvisions(detector, reference, i):
-    resized = ssdlite_paper.resize_images(reference[f"image_{i}"][None], detector.image_size)
+    resized = resizing.resize_images(reference[f"image_{i}"][None], detector.image_size)
     normalised = keras.ops.convert_to_numpy(detector.normalizer(resized))
     expected = reference[f"transformed_{i}"]
     assert normalised.shape == expected.shape
@@ -151,7 +152,7 @@ def assert_same_top_detections(ours, theirs, count=TOP):
 
 @pytest.mark.parametrize("i", IMAGES)
 def test_postprocessing_of_torchvisions_outputs_gives_its_detections(reference, i):
-    detections = ssdlite_paper.postprocess_detections(
+    detections = postprocess.postprocess_detections(
         reference[f"bbox_regression_{i}"][None], reference[f"cls_logits_{i}"][None], reference["anchors"], 320,
         [reference[f"image_{i}"].shape[:2]],
     )  # fmt: skip
@@ -293,7 +294,7 @@ def test_save_and_load_round_trip(detector, reference, tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, heads.SSDLite320ObjectDetector)
     assert loaded.class_names == detector.class_names
-    images = ssdlite_paper.resize_images(reference["image_1"][None], 320)
+    images = resizing.resize_images(reference["image_1"][None], 320)
     expected = detector(images)
     actual = loaded(images)
     for key in ("cls_logits", "bbox_regression"):
@@ -312,7 +313,7 @@ def test_save_and_load_round_trip(detector, reference, tmp_path):
 
 
 def test_create_ssdlite_selects_the_paper_head_and_from_preset_routes_to_it(detector):
-    paper = heads.create_ssdlite(detector.backbone, num_classes=5, head="paper", name="paper_head")
+    paper = heads.create_ssdlite(detector.backbone, num_classes=5, head="ssdlite320", name="paper_head")
     assert isinstance(paper, heads.SSDLite320ObjectDetector)
     assert paper.feature_taps == ("blocks.5.0.expansion", "final")
     assert paper.output["cls_logits"].shape == (None, 3234, 5)
@@ -327,7 +328,7 @@ def test_matching_is_torchvisions_ssd_matcher():
     anchors = np.array([[0, 0, 10, 10], [0, 0, 20, 20], [50, 50, 60, 60], [100, 100, 110, 110]], "float32")
     boxes = np.array([[[0, 0, 10, 10], [52, 52, 70, 70], [-1, -1, -1, -1]]], "float32")
     valid = np.array([[True, True, False]])
-    matched = keras.ops.convert_to_numpy(ssdlite_paper.match_anchors(boxes, valid, anchors, 0.5))
+    matched = keras.ops.convert_to_numpy(matching.match_anchors(boxes, valid, anchors, 0.5))
     # anchor 0: IoU 1 with box 0; anchor 1: IoU 0.25 < 0.5, background; anchor 2: IoU 64/(100+324-64) = 0.18,
     # below 0.5, but box 1's best anchor, so forced; anchor 3: nothing.
     np.testing.assert_array_equal(matched, [[0, -1, 1, -1]])
@@ -338,7 +339,7 @@ def test_loss_is_torchvisions_on_a_hand_case():
                        "float32")  # fmt: skip
 
     class Tiny:
-        compute_loss = ssdlite_paper.SSDLite320ObjectDetector.compute_loss
+        compute_loss = ssdlite320.SSDLite320ObjectDetector.compute_loss
         _anchors = anchors
         bounding_box_format = "xyxy"
         image_size = (100, 100)
@@ -373,7 +374,7 @@ def test_fit_steps_and_rejects_the_background_label(tmp_path):
                "labels": np.array([[1, -1], [2, -1]])}  # fmt: skip
     history = tiny.fit(images, targets, epochs=1, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    resized = keras.ops.convert_to_numpy(ssdlite_paper.resize_images(images, 128))
+    resized = keras.ops.convert_to_numpy(resizing.resize_images(images, 128))
     scale = np.array([128 / 160, 128 / 96] * 2, "float32")
     scaled = dict(targets, boxes=np.where(targets["labels"][..., None] >= 0, targets["boxes"] * scale, -1.0))
     assert np.isfinite(tiny.evaluate(resized, scaled, batch_size=2, verbose=0))
@@ -456,7 +457,7 @@ def exported(detector, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resized(reference):
     return np.concatenate(
-        [keras.ops.convert_to_numpy(ssdlite_paper.resize_images(reference[f"image_{i}"][None], 320)) for i in IMAGES]
+        [keras.ops.convert_to_numpy(resizing.resize_images(reference[f"image_{i}"][None], 320)) for i in IMAGES]
     )
 
 

@@ -81,6 +81,7 @@ def _resize_converter(classifier, size):
 def build_model(config, data, num_classes):
     """The model of `config`: a new head on `--preset`'s backbone, or `--from`'s model, checked against the data."""
     import heads
+    from heads.detection import ssdlite_class
     from mnet_backbones.classifier import MobileNetImageClassifier
 
     size = config.image_size
@@ -91,7 +92,7 @@ def build_model(config, data, num_classes):
             _resize_converter(model, size)
         have = getattr(model, "num_classes", None)
         names = "" if data.class_names is None else f" ({', '.join(data.class_names)})"
-        background = int(isinstance(model, heads.SSDLite320ObjectDetector))
+        background = getattr(model, "label_offset", 0)  # 1 where class 0 is the background
         if have is not None and num_classes is not None and have != num_classes + background:
             counted = f"{have - background} (and the background)" if background else f"{have}"
             raise ValueError(
@@ -105,9 +106,9 @@ def build_model(config, data, num_classes):
         _resize_converter(model, size)
         return model
     if config.task == "detection":
-        if head == "ssdlite320":
-            return heads.create_ssdlite(config.preset, num_classes + 1, image_size=size, head="paper", **weights)
-        return heads.create_ssdlite(config.preset, num_classes, image_size=size, head="pyramid", **weights)
+        head = head or "ssdlite"
+        num_outputs = num_classes + ssdlite_class(head).label_offset  # the background counts where there is one
+        return heads.create_ssdlite(config.preset, num_outputs, image_size=size, head=head, **weights)
     create = {"deeplabv3plus": heads.create_deeplabv3plus, "deeplabv3": heads.create_deeplabv3,
               "lraspp": heads.create_lraspp}[head or "deeplabv3plus"]  # fmt: skip
     return create(config.preset, num_classes=num_classes, image_size=size, **weights)
@@ -247,7 +248,7 @@ def train(
             classes must be the data's).
         load_weights: False for a random backbone with `preset`.
         head: detection "ssdlite" (default) or "ssdlite320" (the paper's
-            and torchvision's head, `heads.create_ssdlite(head="paper")`,
+            and torchvision's head, `heads.create_ssdlite(head="ssdlite320")`,
             with a background class); segmentation "deeplabv3plus" (default),
             "deeplabv3" or "lraspp".
         num_classes: segmentation: classes including background (from
@@ -389,7 +390,6 @@ def _device_scope(devices, batch_size):
 
 def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     """Builds, compiles and trains inside the device scope; returns `train`'s dict."""
-    import heads
     from mnet_tools.train import checkpoints
     from mnet_tools.train.optim import make_optimizer
 
@@ -397,8 +397,8 @@ def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     num_classes = config.num_classes or data.num_classes
     model = build_model(config, data, num_classes)
     num_classes = num_classes or model.num_classes
-    if isinstance(model, heads.SSDLite320ObjectDetector):
-        data.label_offset = 1
+    if config.task == "detection":
+        data.label_offset = getattr(model, "label_offset", 0)  # 1 where class 0 is the background
     if config.task == "segmentation":
         data.check_masks(num_classes)
     if sync_batch_norm:
