@@ -3,13 +3,14 @@
 Registered with the core's registry (`mnet_backbones.sources`) on `import heads`,
 so that every entry point takes them: the tasks' `from_preset`, keras-hub's
 generic `ObjectDetector` / `ImageSegmenter.from_preset`, and
-`mnet-backbones convert`. The converters are `heads.torchvision_ssdlite` and
-`heads.torchvision_segmentation`.
+`mnet-backbones convert`. The converters are `heads.detection.torchvision` and
+`heads.segmentation.torchvision`.
 """
 
-from heads import torchvision_segmentation, torchvision_ssdlite
-from heads.ssdlite_paper import SSDLite320ObjectDetector
-from heads.tap_segmenter import TapSegmenter
+from heads.detection import torchvision as torchvision_ssdlite
+from heads.detection.ssdlite320 import SSDLite320ObjectDetector
+from heads.segmentation import torchvision as torchvision_segmentation
+from heads.segmentation.segmenter import TapSegmenter
 from mnet_backbones import CheckpointSource, MobileNetBackbone, register_source
 
 

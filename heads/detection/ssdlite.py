@@ -30,7 +30,6 @@ from keras_hub.layers import NonMaxSuppression
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
-from heads.detection import torchvision
 from heads.detection.anchors import DEFAULT_ASPECT_RATIOS, anchor_boxes, ssdlite_anchor_generator, ssdlite_levels
 from heads.detection.base import SSDLiteBase, default_optimizer
 from heads.detection.box_coding import SSD_BOX_VARIANCE, check_box_format, decode_boxes
@@ -41,7 +40,6 @@ from heads.detection.targets import clean_detection_targets
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
-from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.validation import check_image_size, check_positive_int
 
 bounding_boxes = keras.utils.bounding_boxes
@@ -274,21 +272,6 @@ class SSDLiteObjectDetector(SSDLiteBase):
             **kwargs,
         )
 
-    def compile_from_config(self, config):
-        # Our compile() names its losses, so Keras cannot replay a saved
-        # compile by itself; this restores it, optimizer state included.
-        config = dict(keras.saving.deserialize_keras_object(config))
-        losses = config.pop("loss", None) or {}
-        config.pop("metrics", None)
-        self.compile(
-            optimizer=config.pop("optimizer", "auto"),
-            box_loss=losses.get("bbox_regression", "auto"),
-            classification_loss=losses.get("cls_logits", "auto"),
-            **config,
-        )
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
         box_targets, class_targets = self.label_encoder(x, y["boxes"], y["labels"])
         positive = ops.cast(ops.greater_equal(class_targets, 0.0), "float32")
@@ -397,28 +380,6 @@ class SSDLiteObjectDetector(SSDLiteBase):
             prediction_decoder=keras.layers.serialize(self._prediction_decoder),
         )
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Loads a detector saved with `save_to_preset`.
-
-        `Task.from_preset` looks for a task subclass registered for the
-        preset's backbone class; SSDLite takes any backbone, so this loads
-        the saved task config directly.
-
-        A torchvision SSDLite (the built-in `ssdlite320_mobilenetv3_large_coco`,
-        a `config.json` + `model.pth` folder, the published `.pth` file) loads
-        as the paper's `SSDLite320ObjectDetector`.
-
-        Example:
-        ```python
-        detector.save_to_preset("my_ssdlite")
-        detector = heads.SSDLiteObjectDetector.from_preset("my_ssdlite")
-        ```
-        """
-        if torchvision.is_torchvision_source(preset):
-            return SSDLite320ObjectDetector.from_preset(preset, load_weights=load_weights, **kwargs)
-        return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
 # The two heads' names, as the CLI's `--head` and `train`'s config spell them.

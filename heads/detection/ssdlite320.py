@@ -39,7 +39,7 @@ from keras import ops
 
 # Registers the MobileNet backbones, so that saved detectors on them load.
 import mnet_backbones  # noqa: F401
-from heads.detection import postprocess, torchvision
+from heads.detection import postprocess
 from heads.detection.anchors import boxes_per_position, default_boxes
 from heads.detection.base import SSDLiteBase, default_optimizer
 from heads.detection.box_coding import SSD_BOX_VARIANCE, encode_boxes
@@ -54,7 +54,6 @@ from heads.detection.matching import count_positives, match_anchors
 from heads.detection.resizing import resize_image_batch, resize_with_boxes
 from heads.detection.targets import check_background_targets
 from heads.preprocessing import pixel_normalizer
-from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.validation import check_image_size, check_positive_int
 
 bounding_boxes = keras.utils.bounding_boxes
@@ -255,16 +254,6 @@ class SSDLite320ObjectDetector(SSDLiteBase):
         kwargs.pop("loss", None)  # the loss is the paper's, in compute_loss
         keras.Model.compile(self, optimizer=optimizer, **kwargs)
 
-    def compile_from_config(self, config):
-        # compile() is our own, so Keras does not replay a saved compile by itself; this restores it,
-        # optimizer state included.
-        config = dict(keras.saving.deserialize_keras_object(config))
-        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
-            config.pop(key, None)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         boxes = bounding_boxes.convert_format(
             ops.cast(y["boxes"], "float32"), source=self.bounding_box_format, target="xyxy",
@@ -384,24 +373,3 @@ class SSDLite320ObjectDetector(SSDLiteBase):
             class_names=self.class_names,
         )
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """A built-in name, a torchvision checkpoint folder, or a folder saved with `save_to_preset`.
-
-        - `"ssdlite320_mobilenetv3_large_coco"`: torchvision's COCO weights,
-          downloaded once into the cache (`load_weights=False`: the same
-          model, randomly initialised, no download);
-        - a folder with `config.json` (torchvision's builder name and
-          `num_classes`) and `model.pth` (a torchvision state_dict);
-        - a folder written by `save_to_preset`.
-
-        Example:
-        ```python
-        detector = heads.SSDLite320ObjectDetector.from_preset("ssdlite320_mobilenetv3_large_coco")
-        detections = detector.predict(image)  # image: (H, W, 3) RGB 0..255
-        ```
-        """
-        if torchvision.is_torchvision_source(preset):
-            return torchvision.load_ssdlite(cls, preset, load_weights=load_weights, **kwargs)
-        return load_task_preset(cls, preset, load_weights, **kwargs)

@@ -29,7 +29,6 @@ from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbon
 from heads.segmentation.layers import AtrousSpatialPyramidPooling, BilinearResize, atrous_rates_for, conv_bn_relu
 from heads.segmentation.segmenter import Segmenter
 from mnet_backbones.constants import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_VARIANCE
-from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.validation import check_image_size, check_positive_int
 
 
@@ -154,22 +153,6 @@ class DeepLabV3PlusSegmenter(Segmenter):
             dropout=self.dropout,
         )
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Loads a segmenter saved with `save_to_preset`.
-
-        `Task.from_preset` looks for a task subclass registered for the
-        preset's backbone class; this head takes any backbone, so this loads
-        the saved task config directly.
-
-        Example:
-        ```python
-        segmenter.save_to_preset("my_deeplab")
-        segmenter = heads.DeepLabV3PlusSegmenter.from_preset("my_deeplab")
-        ```
-        """
-        return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
 def create_deeplabv3plus(backbone, num_classes, image_size=512, output_stride=16, **kwargs):

@@ -17,7 +17,6 @@ from heads.preprocessing import pixel_normalizer
 from heads.pyramid import resolve_backbone, split_task_kwargs, tap_model
 from heads.segmentation import torchvision
 from heads.tasks import PyramidImageSegmenter
-from mnet_backbones.keras_hub_internals import load_task_preset
 from mnet_backbones.validation import check_image_size
 
 
@@ -88,13 +87,6 @@ class Segmenter(PyramidImageSegmenter):
         # Skip ImageSegmenter.compile: its defaults are one-hot (categorical) ones.
         keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
-    def compile_from_config(self, config):
-        # compile() has its own signature, so Keras does not restore a saved
-        # compile by itself; do it here, optimizer state included.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -147,33 +139,6 @@ class TapSegmenter(Segmenter):
             class_names=None if self.class_names is None else list(self.class_names),
         )
         return config
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Loads a saved segmenter, a built-in torchvision checkpoint, or a torchvision `.pth`.
-
-        Args:
-            preset: a `save_to_preset` folder or keras-hub handle; a built-in
-                name (`heads.torchvision_segmentation.PRESETS`), downloaded
-                once and cached; a torchvision state_dict `.pth` file, or a
-                folder with `model.pth` (and optionally torchvision's
-                `config.json`, whose `builder` must be this class's).
-            load_weights: False builds the model without reading (or
-                downloading) any weights.
-            **kwargs: for torchvision checkpoints, `image_size` (None: any
-                size) and other constructor arguments of the class.
-
-        Example:
-        ```python
-        segmenter = heads.LRASPPSegmenter.from_preset("lraspp_mobilenetv3_large_voc")
-        segmenter.class_names[15]  # "person"
-        ```
-        """
-        if torchvision.is_torchvision_source(preset):
-            # On the base class the checkpoint decides: DeepLabV3 or LR-ASPP.
-            task_cls = None if cls is TapSegmenter else cls
-            return torchvision.load_segmenter(task_cls, preset, load_weights=load_weights, **kwargs)
-        return load_task_preset(cls, preset, load_weights, **kwargs)
 
 
 def create_segmenter(cls, backbone, num_classes, image_size, kwargs):
