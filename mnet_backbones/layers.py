@@ -127,8 +127,16 @@ def _ceil_div(size, stride):
     return None if size is None else -(-size // stride)
 
 
+def _arguments(layer, *names):
+    """`{name: layer.name}`: constructor arguments that `layer` keeps under their own names."""
+    return {name: getattr(layer, name) for name in names}
+
+
 class _MobileLayer(keras.layers.Layer):
     """Shared plumbing: BatchNorm settings and sublayer dtype."""
+
+    # What every block passes on to its convolutions, and returns in its config.
+    SETTINGS = ("padding", "bn_epsilon", "bn_momentum", "hard_swish_form")
 
     def __init__(self, padding="symmetric", bn_epsilon=1e-5, bn_momentum=0.9, hard_swish_form="fused", **kwargs):
         super().__init__(**kwargs)
@@ -146,28 +154,13 @@ class _MobileLayer(keras.layers.Layer):
         )
 
     def _conv(self, filters, kernel_size=1, strides=1, name=None, **kwargs):
+        settings = _arguments(self, *self.SETTINGS)
         return ConvBNAct(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=self.padding,
-            bn_epsilon=self.bn_epsilon,
-            bn_momentum=self.bn_momentum,
-            hard_swish_form=self.hard_swish_form,
-            dtype=self.dtype_policy,
-            name=name,
-            **kwargs,
+            filters, kernel_size, strides=strides, dtype=self.dtype_policy, name=name, **settings, **kwargs
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            padding=self.padding,
-            bn_epsilon=self.bn_epsilon,
-            bn_momentum=self.bn_momentum,
-            hard_swish_form=self.hard_swish_form,
-        )
-        return config
+        return {**super().get_config(), **_arguments(self, *self.SETTINGS)}
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -274,21 +267,9 @@ class ConvBNAct(_MobileLayer):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            depthwise=self.depthwise,
-            activation=self.activation,
-            use_bn=self.use_bn,
-            use_bias=self.use_bias,
-            dilation_rate=self.dilation_rate,
-            kernel_initializer=(
-                None if self.kernel_initializer is None else keras.initializers.serialize(self._initializer)
-            ),
-        )
-        return config
+        names = ("filters", "kernel_size", "strides", "depthwise", "activation", "use_bn", "use_bias", "dilation_rate")
+        initializer = None if self.kernel_initializer is None else keras.initializers.serialize(self._initializer)
+        return {**super().get_config(), **_arguments(self, *names), "kernel_initializer": initializer}
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -325,13 +306,7 @@ class SqueezeExcite(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            reduced_filters=self.reduced_filters,
-            activation=self.activation,
-            gate=self.gate,
-        )
-        return config
+        return {**super().get_config(), **_arguments(self, "reduced_filters", "activation", "gate")}
 
 
 class _ResidualBlock(_MobileLayer):
@@ -377,14 +352,7 @@ class _ResidualBlock(_MobileLayer):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            strides=self.strides,
-            residual=self.residual,
-            layer_scale=self.layer_scale,
-        )
-        return config
+        return {**super().get_config(), **_arguments(self, "filters", "strides", "residual", "layer_scale")}
 
 
 def _build_chain(layers, shape):
@@ -551,21 +519,9 @@ class InvertedBottleneck(_ResidualBlock):
         return output_shape, expansion_shape
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            expand_ratio=self.expand_ratio,
-            start_kernel=self.start_kernel,
-            mid_kernel=self.mid_kernel,
-            end_kernel=self.end_kernel,
-            se_ratio=self.se_ratio,
-            activation=self.activation,
-            project_activation=self.project_activation,
-            se_activation=self.se_activation,
-            se_gate=self.se_gate,
-            dilation_rate=self.dilation_rate,
-            return_expansion=self.return_expansion,
-        )
-        return config
+        names = ("expand_ratio", "start_kernel", "mid_kernel", "end_kernel", "se_ratio", "activation")
+        names += ("project_activation", "se_activation", "se_gate", "dilation_rate", "return_expansion")
+        return {**super().get_config(), **_arguments(self, *names)}
 
 
 @keras.saving.register_keras_serializable(package="mnet_backbones")
@@ -631,15 +587,8 @@ class FusedInvertedBottleneck(_ResidualBlock):
         return output_shape, (*output_shape[:3], channels)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            expand_ratio=self.expand_ratio,
-            kernel_size=self.kernel_size,
-            activation=self.activation,
-            dilation_rate=self.dilation_rate,
-            return_expansion=self.return_expansion,
-        )
-        return config
+        names = ("expand_ratio", "kernel_size", "activation", "dilation_rate", "return_expansion")
+        return {**super().get_config(), **_arguments(self, *names)}
 
 
 def map_size(x):
@@ -739,10 +688,4 @@ class MobileMultiQueryAttention(_ResidualBlock):
     def get_config(self):
         config = super().get_config()
         del config["strides"], config["residual"]
-        config.update(
-            num_heads=self.num_heads,
-            key_dim=self.key_dim,
-            kv_strides=self.kv_strides,
-            kernel_size=self.kernel_size,
-        )
-        return config
+        return {**config, **_arguments(self, "num_heads", "key_dim", "kv_strides", "kernel_size")}
