@@ -177,7 +177,7 @@ def test_detectors_take_images_of_one_size_after_another():
     """A 64x128 image whose columns come in pairs resizes back to the 64x64 one: the same detections, x doubled."""
     common = dict(num_classes=3, image_size=64, load_weights=False, score_threshold=0.0)
     pyramid = heads.create_ssdlite("mobilenetv3_small_050", **common)
-    paper = heads.create_ssdlite("mobilenetv3_small_050", head="paper", extra_filters=(16,) * 4, **common)
+    paper = heads.create_ssdlite("mobilenetv3_small_050", head="ssdlite320", extra_filters=(16,) * 4, **common)
     square = images_of((64, 64), batch=1)[0]
     wide = np.repeat(square, 2, axis=1)
     odd = images_of((50, 77), batch=1, seed=1)[0]

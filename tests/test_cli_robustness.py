@@ -114,7 +114,7 @@ PAUSING_CLI = r"""
 import contextlib, os, sys, time
 from mnet_tools import cli
 cli.start_keras()
-from mnet_backbones import files, weights
+from mnet_backbones import files, sources, weights
 from mnet_backbones.classifier import MobileNetImageClassifier
 from mnet_tools import export
 
@@ -135,11 +135,11 @@ def paused_save_to_preset(self, folder, *args, **kwargs):  # the cache is writte
     save_to_preset(self, folder, *args, **kwargs)
     pause("cache")
 MobileNetImageClassifier.save_to_preset = paused_save_to_preset
-copytree = cli.shutil.copytree
-def paused_copytree(*args, **kwargs):  # OUT_DIR is copied from the cache with it
+copytree = sources.shutil.copytree
+def paused_copytree(*args, **kwargs):  # OUT_DIR is copied from the cache with it (the built-in source's convert)
     copytree(*args, **kwargs)
     pause("copy")
-cli.shutil.copytree = paused_copytree
+sources.shutil.copytree = paused_copytree
 atomic_file = files.atomic_file
 @contextlib.contextmanager
 def paused_atomic_file(path):  # the exported file, written but not yet renamed

@@ -56,7 +56,7 @@ DETECTORS = {
     ),
     "ssdlite320": (
         lambda: heads.create_ssdlite(
-            "mobilenetv3_small_050", num_classes=3, image_size=SIZE, head="paper", load_weights=False,
+            "mobilenetv3_small_050", num_classes=3, image_size=SIZE, head="ssdlite320", load_weights=False,
             extra_filters=(16, 16, 16, 16),
         ),
         [[60, 60, 90, 90], [0, 0, 30, 96]],
