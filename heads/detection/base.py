@@ -18,6 +18,7 @@ it never asks for its class:
 
 import keras
 
+from heads.configs import config_entries
 from heads.detection import postprocess
 from heads.tasks import PyramidObjectDetector
 
@@ -46,15 +47,6 @@ class SSDLiteBase(PyramidObjectDetector):
         self.bn_momentum = float(bn_momentum)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            image_size=list(self.image_size),
-            bounding_box_format=self.bounding_box_format,
-            extra_filters=list(self.extra_filters),
-            score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold,
-            max_detections=self.max_detections,
-            bn_momentum=self.bn_momentum,
-        )
-        return config
+        names = ("num_classes", "image_size", "bounding_box_format", "extra_filters", "score_threshold")
+        names += ("iou_threshold", "max_detections", "bn_momentum")
+        return {**super().get_config(), **config_entries(self, *names)}

@@ -21,6 +21,7 @@ import re
 import keras
 from keras import ops
 
+from heads.configs import config_entries
 from mnet_backbones.layers import ConvBNAct, map_size
 from mnet_backbones.validation import check_positive_int
 
@@ -85,14 +86,8 @@ class _SSDLiteLayer(keras.layers.Layer):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-            kernel_initializer=self.kernel_initializer,
-            padding=self.padding,
-        )
-        return config
+        names = ("bn_momentum", "bn_epsilon", "kernel_initializer", "padding")
+        return {**super().get_config(), **config_entries(self, *names)}
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -198,11 +193,7 @@ class SSDLitePredictor(_SSDLiteLayer):
         return (input_shape[0], count, self.values_per_anchor)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_anchors=self.num_anchors, values_per_anchor=self.values_per_anchor, bias_value=self.bias_value
-        )
-        return config
+        return {**super().get_config(), **config_entries(self, "num_anchors", "values_per_anchor", "bias_value")}
 
 
 @keras.saving.register_keras_serializable(package="heads")

@@ -30,6 +30,7 @@ from keras_hub.layers import NonMaxSuppression
 # Registers the MobileNet backbones and presets, so that saved detectors on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
+from heads.configs import config_entries
 from heads.detection.anchors import DEFAULT_ASPECT_RATIOS, anchor_boxes, ssdlite_anchor_generator, ssdlite_levels
 from heads.detection.base import SSDLiteBase, default_optimizer
 from heads.detection.box_coding import SSD_BOX_VARIANCE, check_box_format, decode_boxes
@@ -364,22 +365,15 @@ class SSDLiteObjectDetector(SSDLiteBase):
 
     # --- serialisation ------------------------------------------------------
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_scales=self.num_scales,
-            aspect_ratios=list(self.aspect_ratios),
-            anchor_size=self.anchor_size,
-            positive_threshold=self.positive_threshold,
-            negative_threshold=self.negative_threshold,
-            box_variance=list(self.box_variance),
-            classification_prior=self.classification_prior,
-            pixel_mean=list(self.pixel_mean),
-            pixel_variance=list(self.pixel_variance),
-            anchor_generator=keras.layers.serialize(self.anchor_generator),
-            label_encoder=keras.layers.serialize(self.label_encoder),
-            prediction_decoder=keras.layers.serialize(self._prediction_decoder),
-        )
-        return config
+        names = ("num_scales", "aspect_ratios", "anchor_size", "positive_threshold", "negative_threshold")
+        names += ("box_variance", "classification_prior", "pixel_mean", "pixel_variance")
+        return {
+            **super().get_config(),
+            **config_entries(self, *names),
+            "anchor_generator": keras.layers.serialize(self.anchor_generator),
+            "label_encoder": keras.layers.serialize(self.label_encoder),
+            "prediction_decoder": keras.layers.serialize(self._prediction_decoder),
+        }
 
 
 # The two heads' names, as the CLI's `--head` and `train`'s config spell them.

@@ -39,6 +39,7 @@ from keras import ops
 
 # Registers the MobileNet backbones, so that saved detectors on them load.
 import mnet_backbones  # noqa: F401
+from heads.configs import config_entries
 from heads.detection import postprocess
 from heads.detection.anchors import boxes_per_position, default_boxes
 from heads.detection.base import SSDLiteBase, default_optimizer
@@ -360,16 +361,6 @@ class SSDLite320ObjectDetector(SSDLiteBase):
 
     # --- serialisation ------------------------------------------------------
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            feature_taps=list(self.feature_taps),
-            aspect_ratios=[list(r) for r in self.aspect_ratios],
-            min_ratio=self.min_ratio,
-            max_ratio=self.max_ratio,
-            match_iou_threshold=self.match_iou_threshold,
-            negative_ratio=self.negative_ratio,
-            topk_candidates=self.topk_candidates,
-            bn_epsilon=self.bn_epsilon,
-            class_names=self.class_names,
-        )
-        return config
+        names = ("feature_taps", "aspect_ratios", "min_ratio", "max_ratio", "match_iou_threshold", "negative_ratio")
+        names += ("topk_candidates", "bn_epsilon", "class_names")
+        return {**super().get_config(), **config_entries(self, *names)}

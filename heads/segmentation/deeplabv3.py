@@ -23,6 +23,7 @@ checkpoints load (`DeepLabV3Segmenter.from_preset`).
 
 import keras
 
+from heads.configs import config_entries
 from heads.segmentation.layers import (
     DEEPLABV3_ATROUS_RATES,
     TORCH_BN_EPSILON,
@@ -202,15 +203,8 @@ class DeepLabV3Segmenter(TapSegmenter):
         return loss
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            aux_head=self.aux_head,
-            aspp_filters=self.aspp_filters,
-            atrous_rates=list(self.atrous_rates),
-            dropout=self.dropout,
-            aux_dropout=self.aux_dropout,
-        )
-        return config
+        names = ("aux_head", "aspp_filters", "atrous_rates", "dropout", "aux_dropout")
+        return {**super().get_config(), **config_entries(self, *names)}
 
     # === torchvision checkpoints ===
 

@@ -25,6 +25,7 @@ import keras
 # Registers the MobileNet backbones and presets, so that saved segmenters on
 # them load and preset names resolve.
 import mnet_backbones  # noqa: F401
+from heads.configs import config_entries
 from heads.pyramid import check_pyramid_backbone, pyramid_model, resolve_backbone, split_task_kwargs
 from heads.segmentation.layers import AtrousSpatialPyramidPooling, BilinearResize, atrous_rates_for, conv_bn_relu
 from heads.segmentation.segmenter import Segmenter
@@ -144,15 +145,8 @@ class DeepLabV3PlusSegmenter(Segmenter):
         self.dropout = float(dropout)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            aspp_filters=self.aspp_filters,
-            atrous_rates=list(self.atrous_rates),
-            low_level_filters=self.low_level_filters,
-            decoder_filters=self.decoder_filters,
-            dropout=self.dropout,
-        )
-        return config
+        names = ("aspp_filters", "atrous_rates", "low_level_filters", "decoder_filters", "dropout")
+        return {**super().get_config(), **config_entries(self, *names)}
 
 
 def create_deeplabv3plus(backbone, num_classes, image_size=512, output_stride=16, **kwargs):

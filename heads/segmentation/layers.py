@@ -14,6 +14,7 @@ op where the size is known when traced, gathers where it is read at run time.
 import keras
 from keras import ops
 
+from heads.configs import config_entries
 from mnet_backbones.layers import ConvBNAct, map_size
 from mnet_backbones.validation import check_positive_int
 
@@ -197,15 +198,8 @@ class AtrousSpatialPyramidPooling(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            atrous_rates=list(self.atrous_rates),
-            dropout=self.dropout,
-            separable=self.separable,
-            bn_epsilon=self.bn_epsilon,
-        )
-        return config
+        names = ("filters", "atrous_rates", "dropout", "separable", "bn_epsilon")
+        return {**super().get_config(), **config_entries(self, *names)}
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -269,11 +263,7 @@ class FCNHead(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.num_classes,)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes, filters=self.filters, dropout=self.dropout, bn_epsilon=self.bn_epsilon
-        )
-        return config
+        return {**super().get_config(), **config_entries(self, "num_classes", "filters", "dropout", "bn_epsilon")}
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -324,9 +314,7 @@ class LRASPPHead(keras.layers.Layer):
         return low_shape[:-1] + (self.num_classes,)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes, inter_filters=self.inter_filters, bn_epsilon=self.bn_epsilon)
-        return config
+        return {**super().get_config(), **config_entries(self, "num_classes", "inter_filters", "bn_epsilon")}
 
 
 def _source_rows(in_size, out_size, dtype):
@@ -411,9 +399,7 @@ class BilinearResize(keras.layers.Layer):
         return (input_shape[0],) + self.size + (input_shape[-1],)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(size=list(self.size))
-        return config
+        return {**super().get_config(), "size": list(self.size)}
 
 
 @keras.saving.register_keras_serializable(package="heads")

@@ -107,9 +107,7 @@ class LRASPPSegmenter(TapSegmenter):
         self.inter_filters = self.head.inter_filters
 
     def get_config(self):
-        config = super().get_config()
-        config.update(inter_filters=self.inter_filters)
-        return config
+        return {**super().get_config(), "inter_filters": self.inter_filters}
 
     # === torchvision checkpoints ===
 

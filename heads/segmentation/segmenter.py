@@ -12,6 +12,7 @@ size, class names, and loading torchvision's checkpoints.
 
 import keras
 
+from heads.configs import config_entries
 from heads.losses import IGNORE_LABEL, MaskedSparseCrossentropy
 from heads.preprocessing import pixel_normalizer
 from heads.pyramid import resolve_backbone, split_task_kwargs, tap_model
@@ -88,14 +89,8 @@ class Segmenter(PyramidImageSegmenter):
         keras.Model.compile(self, optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            image_size=None if self.image_size is None else list(self.image_size),
-            pixel_mean=list(self.pixel_mean),
-            pixel_variance=list(self.pixel_variance),
-        )
-        return config
+        names = ("num_classes", "image_size", "pixel_mean", "pixel_variance")
+        return {**super().get_config(), **config_entries(self, *names)}
 
 
 class TapSegmenter(Segmenter):
@@ -131,14 +126,8 @@ class TapSegmenter(Segmenter):
         return inputs, self.feature_extractor(self.normalizer(inputs))
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            high_feature=self.high_feature,
-            low_feature=self.low_feature,
-            bn_epsilon=self.bn_epsilon,
-            class_names=None if self.class_names is None else list(self.class_names),
-        )
-        return config
+        names = ("high_feature", "low_feature", "bn_epsilon", "class_names")
+        return {**super().get_config(), **config_entries(self, *names)}
 
 
 def create_segmenter(cls, backbone, num_classes, image_size, kwargs):
