@@ -117,13 +117,15 @@ class SSDLite320ObjectDetector(SSDLiteBase):
     import heads, numpy as np
     from mnet_backbones import MobileNetBackbone
     backbone = MobileNetBackbone("mobilenetv3_large_reduced_tail", image_shape=(320, 320, 3))
-    detector = heads.SSDLite320ObjectDetector(backbone, num_classes=4)
+    detector = heads.SSDLite320ObjectDetector(backbone, num_classes=4)  # the background 0, classes 1..3
     detector.compile()
-    images = np.random.uniform(0, 255, (2, 320, 320, 3)).astype("float32")
+    # Images of another size than 320x320 are resized for training, their boxes with them.
+    images = np.random.uniform(0, 255, (2, 240, 400, 3)).astype("float32")
     targets = {"boxes": np.array([[[10, 10, 160, 200], [-1, -1, -1, -1]]] * 2, "float32"),
                "labels": np.array([[1, -1]] * 2)}
     detector.fit(images, targets, epochs=1)
-    detections = detector.predict(images)  # boxes, confidence, labels, num_detections
+    # Images of different sizes in one call: the boxes come back in each image's own pixels.
+    detections = detector.predict([images[0], images[1, :200, :300]])
     ```
     """
 
