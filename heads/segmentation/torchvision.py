@@ -102,16 +102,13 @@ def is_torchvision_source(preset):
     Example:
     ```python
     is_torchvision_source("lraspp_mobilenetv3_large_voc")  # True
+    is_torchvision_source("mobilenet_v3_large-8738ca79.pth")  # True: any .pth (see is_segmentation_source)
     ```
     """
     if not isinstance(preset, (str, os.PathLike)):
         return False
     preset = os.fspath(preset)
-    if preset in PRESETS:
-        return True
-    if preset.endswith(".pth"):
-        return True
-    return os.path.isdir(preset) and os.path.isfile(os.path.join(preset, CHECKPOINT_FILE))
+    return preset in PRESETS or preset.endswith(".pth") or os.path.isfile(os.path.join(preset, CHECKPOINT_FILE))
 
 
 def is_segmentation_source(source):
