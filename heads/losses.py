@@ -19,6 +19,8 @@ count must be the global batch's, not each device's share:
 import keras
 from keras import ops
 
+from heads.configs import config_entries
+
 # The label of pixels that do not count (VOC's object borders); heads.datasets reads masks with the same.
 IGNORE_LABEL = 255
 
@@ -101,6 +103,4 @@ class MaskedSparseCrossentropy(keras.losses.Loss):
         return ops.cast(per_pixel, "float32") * valid / count
 
     def get_config(self):
-        config = super().get_config()
-        config.update(ignore_class=self.ignore_class, from_logits=self.from_logits)
-        return config
+        return {**super().get_config(), **config_entries(self, "ignore_class", "from_logits")}

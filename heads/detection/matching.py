@@ -18,6 +18,7 @@ import keras
 from keras import ops
 from keras_hub.layers import BoxMatcher
 
+from heads.configs import config_entries
 from heads.detection.anchors import anchor_boxes
 from heads.detection.box_coding import SSD_BOX_VARIANCE, encode_boxes
 from heads.detection.postprocess import box_iou
@@ -181,12 +182,9 @@ class SSDLiteLabelEncoder(keras.layers.Layer):
         return deltas, classes
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            anchor_generator=keras.layers.serialize(self.anchor_generator),
-            bounding_box_format=self.bounding_box_format,
-            positive_threshold=self.positive_threshold,
-            negative_threshold=self.negative_threshold,
-            box_variance=list(self.box_variance),
-        )
-        return config
+        names = ("bounding_box_format", "positive_threshold", "negative_threshold", "box_variance")
+        return {
+            **super().get_config(),
+            "anchor_generator": keras.layers.serialize(self.anchor_generator),
+            **config_entries(self, *names),
+        }
