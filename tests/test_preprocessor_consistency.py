@@ -32,7 +32,7 @@ def converter():
 
 SEGMENTERS = {
     "deeplabv3": lambda: heads.create_deeplabv3(
-        "mobilenetv3_small_050", num_classes=3, load_weights=False, aspp_filters=16, high_feature="P5",
+        "mobilenetv3_small_050", num_classes=3, image_size=SIZE, load_weights=False, aspp_filters=16, high_feature="P5",
         low_feature="P3",
     ),
     "lraspp": lambda: heads.create_lraspp(
