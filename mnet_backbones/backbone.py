@@ -70,12 +70,7 @@ def load_preset(cls, preset, load_weights=True, **kwargs):
     goes to keras-hub's own loader.
     """
     check_preset_name(preset)
-    try:
-        check_local_preset(preset, load_weights)
-    except (OSError, ValueError):
-        # Not a keras-hub preset folder: a file or folder a registered source recognises is its own.
-        if sources.find_source(preset, cls) is None:
-            raise
+    check_local_preset(preset, load_weights)
     source = sources.find_source(preset, cls)
     if source is not None:
         return source.load(cls, preset, load_weights=load_weights, **kwargs)

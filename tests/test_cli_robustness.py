@@ -111,7 +111,10 @@ def test_tensorflow_log_stays_off_the_terminal(tmp_path):
 # --------------------------------------------------------------------------
 # Ctrl-C.
 PAUSING_CLI = r"""
-import contextlib, os, sys, time
+import contextlib, os, signal, sys, time
+# Ctrl-C in a terminal: SIGINT at its default, whatever the test runner inherited (a shell's
+# background job starts with SIGINT ignored, and Python then raises no KeyboardInterrupt).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mnet_tools import cli
 cli.start_keras()
 from mnet_backbones import files, sources, weights
