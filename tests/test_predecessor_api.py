@@ -4,19 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+import mnet_backbones.predecessor_api as api
 from conftest import REFERENCE, trainable_count
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
-from mnet_backbones.predecessor_api import (
-    MobileNetV1,
-    MobileNetV2,
-    MobileNetV3,
-    MobileNetV4,
-    create_mobilenetv1,
-    create_mobilenetv2,
-    create_mobilenetv3,
-    create_mobilenetv4,
-)
 from mnet_backbones.presets import PRESETS
 
 # At 32 x 32 the hybrids' key/value maps shrink to one pixel: a softmax over a
@@ -27,22 +18,22 @@ SMALL = (32, 32, 3)
 
 # (generation, variant, preset, channels of the final feature map)
 VARIANTS = [
-    (MobileNetV1, "1.0", "mobilenetv1_100", 1024),
-    (MobileNetV1, "0.75", "mobilenetv1_075", 768),
-    (MobileNetV1, "0.5", "mobilenetv1_050", 512),
-    (MobileNetV1, "0.25", "mobilenetv1_025", 256),
-    (MobileNetV2, "1.4", "mobilenetv2_140", 1792),
-    (MobileNetV2, "1.0", "mobilenetv2_100", 1280),
-    (MobileNetV2, "0.75", "mobilenetv2_075", 1280),
-    (MobileNetV2, "0.5", "mobilenetv2_050", 1280),
-    (MobileNetV2, "0.35", "mobilenetv2_035", 1280),
-    (MobileNetV3, "large", "mobilenetv3_large_100", 960),
-    (MobileNetV3, "small", "mobilenetv3_small_100", 576),
-    (MobileNetV4, "conv_small", "mobilenetv4_conv_small", 960),
-    (MobileNetV4, "conv_medium", "mobilenetv4_conv_medium", 960),
-    (MobileNetV4, "conv_large", "mobilenetv4_conv_large", 960),
-    (MobileNetV4, "hybrid_medium", "mobilenetv4_hybrid_medium", 960),
-    (MobileNetV4, "hybrid_large", "mobilenetv4_hybrid_large", 960),
+    (api.MobileNetV1, "1.0", "mobilenetv1_100", 1024),
+    (api.MobileNetV1, "0.75", "mobilenetv1_075", 768),
+    (api.MobileNetV1, "0.5", "mobilenetv1_050", 512),
+    (api.MobileNetV1, "0.25", "mobilenetv1_025", 256),
+    (api.MobileNetV2, "1.4", "mobilenetv2_140", 1792),
+    (api.MobileNetV2, "1.0", "mobilenetv2_100", 1280),
+    (api.MobileNetV2, "0.75", "mobilenetv2_075", 1280),
+    (api.MobileNetV2, "0.5", "mobilenetv2_050", 1280),
+    (api.MobileNetV2, "0.35", "mobilenetv2_035", 1280),
+    (api.MobileNetV3, "large", "mobilenetv3_large_100", 960),
+    (api.MobileNetV3, "small", "mobilenetv3_small_100", 576),
+    (api.MobileNetV4, "conv_small", "mobilenetv4_conv_small", 960),
+    (api.MobileNetV4, "conv_medium", "mobilenetv4_conv_medium", 960),
+    (api.MobileNetV4, "conv_large", "mobilenetv4_conv_large", 960),
+    (api.MobileNetV4, "hybrid_medium", "mobilenetv4_hybrid_medium", 960),
+    (api.MobileNetV4, "hybrid_large", "mobilenetv4_hybrid_large", 960),
 ]
 VARIANT_IDS = [f"{cls.__name__}-{variant}" for cls, variant, _, _ in VARIANTS]
 
@@ -55,7 +46,7 @@ def test_variant_names_and_presets():
     expected = {}
     for cls, variant, preset, _ in VARIANTS:
         expected.setdefault(cls, {})[variant] = preset
-    for cls in (MobileNetV1, MobileNetV2, MobileNetV3, MobileNetV4):
+    for cls in (api.MobileNetV1, api.MobileNetV2, api.MobileNetV3, api.MobileNetV4):
         mapping = {variant: data["preset"] for variant, data in cls.MODEL_VARIANTS.items()}
         assert mapping == expected[cls], cls.__name__
 
@@ -84,8 +75,8 @@ def test_every_variant_builds_with_and_without_top(cls, variant, preset, channel
 @pytest.mark.parametrize(
     "create, variant, preset",
     [
-        (create_mobilenetv4, "conv_small", "mobilenetv4_conv_small"),
-        (create_mobilenetv3, "large", "mobilenetv3_large_100"),
+        (api.create_mobilenetv4, "conv_small", "mobilenetv4_conv_small"),
+        (api.create_mobilenetv3, "large", "mobilenetv3_large_100"),
     ],
 )
 def test_imagenet_parameter_count_matches_reference(create, variant, preset):
@@ -97,9 +88,9 @@ def test_imagenet_parameter_count_matches_reference(create, variant, preset):
 @pytest.mark.parametrize(
     "cls, variant, width_multiplier, preset",
     [
-        (MobileNetV1, "1.0", 0.25, "mobilenetv1_025"),
-        (MobileNetV2, "1.0", 1.4, "mobilenetv2_140"),
-        (MobileNetV3, "small", 0.75, "mobilenetv3_small_075"),
+        (api.MobileNetV1, "1.0", 0.25, "mobilenetv1_025"),
+        (api.MobileNetV2, "1.0", 1.4, "mobilenetv2_140"),
+        (api.MobileNetV3, "small", 0.75, "mobilenetv3_small_075"),
     ],
 )
 def test_width_multiplier_overrides_the_preset(cls, variant, width_multiplier, preset):
@@ -109,7 +100,7 @@ def test_width_multiplier_overrides_the_preset(cls, variant, width_multiplier, p
 
 
 def test_width_multiplier_applies_to_v4():
-    backbone = create_mobilenetv4(variant="conv_small", input_shape=SMALL, include_top=False, width_multiplier=0.5)
+    backbone = api.create_mobilenetv4(variant="conv_small", input_shape=SMALL, include_top=False, width_multiplier=0.5)
     assert backbone.width_multiplier == 0.5
     assert backbone.output.shape == (None, 1, 1, 480)
 
@@ -117,17 +108,17 @@ def test_width_multiplier_applies_to_v4():
 @pytest.mark.parametrize("width_multiplier", [0, -0.5])
 def test_non_positive_width_multiplier_raises(width_multiplier):
     with pytest.raises(ValueError, match="width_multiplier must be positive"):
-        create_mobilenetv1(variant="0.25", input_shape=SMALL, width_multiplier=width_multiplier)
+        api.create_mobilenetv1(variant="0.25", input_shape=SMALL, width_multiplier=width_multiplier)
 
 
 @pytest.mark.parametrize(
     "create, valid",
     [
-        (create_mobilenetv1, "['1.0', '0.75', '0.5', '0.25']"),
-        (create_mobilenetv2, "['1.4', '1.0', '0.75', '0.5', '0.35']"),
-        (create_mobilenetv3, "['large', 'small']"),
+        (api.create_mobilenetv1, "['1.0', '0.75', '0.5', '0.25']"),
+        (api.create_mobilenetv2, "['1.4', '1.0', '0.75', '0.5', '0.35']"),
+        (api.create_mobilenetv3, "['large', 'small']"),
         (
-            create_mobilenetv4,
+            api.create_mobilenetv4,
             "['conv_small', 'conv_medium', 'conv_large', 'hybrid_medium', 'hybrid_large']",
         ),
     ],
@@ -141,16 +132,16 @@ def test_unknown_variant_lists_valid_names(create, valid):
 
 def test_input_shape_must_be_height_width_channels():
     with pytest.raises(ValueError, match=r"`image_shape` must be \(height, width, channels\)"):
-        create_mobilenetv2(variant="0.35", input_shape=(32, 32))
+        api.create_mobilenetv2(variant="0.35", input_shape=(32, 32))
 
 
 def test_generations_are_not_instantiated():
     with pytest.raises(TypeError, match=r"MobileNetV3.from_variant\(variant"):
-        MobileNetV3()
+        api.MobileNetV3()
 
 
 def test_defaults_are_imagenet_at_224():
-    model = create_mobilenetv2(variant="0.35")
+    model = api.create_mobilenetv2(variant="0.35")
     assert model.input.shape == (None, 224, 224, 3)
     assert model.output.shape == (None, 1000)
 
@@ -161,8 +152,8 @@ def test_defaults_are_imagenet_at_224():
 @pytest.mark.parametrize(
     "create, variant, preset, head_features, eager_on_tensorflow",
     [
-        (create_mobilenetv1, "0.25", "mobilenetv1_025", 256, False),
-        (create_mobilenetv4, "conv_small", "mobilenetv4_conv_small", 1280, True),
+        (api.create_mobilenetv1, "0.25", "mobilenetv1_025", 256, False),
+        (api.create_mobilenetv4, "conv_small", "mobilenetv4_conv_small", 1280, True),
     ],
 )
 def test_predecessor_readme_workflow(tmp_path, create, variant, preset, head_features, eager_on_tensorflow):
@@ -209,11 +200,11 @@ def test_predecessor_readme_workflow(tmp_path, create, variant, preset, head_fea
 @pytest.mark.parametrize(
     "cls, variant",
     [
-        (MobileNetV1, "0.25"),
-        (MobileNetV2, "0.35"),
-        (MobileNetV3, "small"),
-        (MobileNetV4, "conv_small"),
-        (MobileNetV4, "hybrid_medium"),
+        (api.MobileNetV1, "0.25"),
+        (api.MobileNetV2, "0.35"),
+        (api.MobileNetV3, "small"),
+        (api.MobileNetV4, "conv_small"),
+        (api.MobileNetV4, "hybrid_medium"),
     ],
 )
 def test_mixed_float16_outputs_are_finite(float32_policy, cls, variant):

@@ -144,6 +144,25 @@ def test_a_one_class_training_folder_is_refused_naming_it(tmp_path):
     assert classes == ["ant", "cat"] and labels == [1, 1] and len(paths) == 2
 
 
+# last/state.npz, every model variable by path, into `last` (a model of the same architecture), as a user would:
+# both scripts below hold it as the line LOAD_LAST (`with_load_last` puts it in).
+LOAD_LAST = r"""
+# Dropout's RNG states are named by a per-process counter (seed_generator_2...), and play no part in inference.
+with np.load(f"{run}/last/state.npz", allow_pickle=False) as state:
+    saved = {str(path): state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"])}
+saved = {path: value for path, value in saved.items() if not path.endswith("seed_generator_state")}
+variables = {v.path: v for v in last.variables if not v.path.endswith("seed_generator_state")}
+assert saved.keys() == variables.keys(), sorted(set(saved) ^ set(variables))
+for path, value in saved.items():
+    variables[path].assign(value)
+"""
+
+
+def with_load_last(script):
+    assert "\nLOAD_LAST\n" in script
+    return script.replace("\nLOAD_LAST\n", "\n" + LOAD_LAST)
+
+
 # --------------------------------------------------------------------------
 # Every file a run writes, in a fresh interpreter.
 FRESH_INTERPRETER = r"""
@@ -168,14 +187,7 @@ out["former"] = former.predict(images, verbose=0)
 out["preset"] = keras_hub.models.ImageClassifier.from_preset(f"{run}/best_preset").predict(images, verbose=0)
 # last/: every model variable by path, into a model of the same architecture.
 last = keras_hub.models.ImageClassifier.from_preset(f"{run}/best_preset")
-# Dropout's RNG states are named by a per-process counter (seed_generator_2...), and play no part in inference.
-with np.load(f"{run}/last/state.npz", allow_pickle=False) as state:
-    saved = {str(path): state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"])}
-saved = {path: value for path, value in saved.items() if not path.endswith("seed_generator_state")}
-variables = {v.path: v for v in last.variables if not v.path.endswith("seed_generator_state")}
-assert saved.keys() == variables.keys(), sorted(set(saved) ^ set(variables))
-for path, value in saved.items():
-    variables[path].assign(value)
+LOAD_LAST
 out["last"] = last.predict(images, verbose=0)
 project = sorted(name for name in sys.modules if name.split(".")[0] in ("mnet_tools", "heads"))
 assert not project, project
@@ -230,7 +242,7 @@ def test_every_file_a_run_writes_loads_predicts_and_exports_in_a_fresh_interpret
     np.save(tmp_path / "images.npy", images)
     with_former_schedule_name(out_dir / "best.keras", tmp_path / "former_name.keras")
     script = tmp_path / "fresh.py"
-    script.write_text(FRESH_INTERPRETER)
+    script.write_text(with_load_last(FRESH_INTERPRETER))
     done = subprocess.run([sys.executable, str(script), str(out_dir), str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
     with np.load(tmp_path / "outputs.npz") as outputs:
@@ -264,14 +276,7 @@ schedule = best.optimizer.get_config()["learning_rate"]
 assert schedule["registered_name"] == "mnet_backbones>WarmupCosine", schedule
 preset = kind.from_preset(f"{run}/best_preset")
 last = kind.from_preset(f"{run}/best_preset")
-# Dropout's RNG states are named by a per-process counter (seed_generator_2...), and play no part in inference.
-with np.load(f"{run}/last/state.npz", allow_pickle=False) as state:
-    saved = {str(path): state[f"model/{i:05d}"] for i, path in enumerate(state["model_paths"])}
-saved = {path: value for path, value in saved.items() if not path.endswith("seed_generator_state")}
-variables = {v.path: v for v in last.variables if not v.path.endswith("seed_generator_state")}
-assert saved.keys() == variables.keys(), sorted(set(saved) ^ set(variables))
-for path, value in saved.items():
-    variables[path].assign(value)
+LOAD_LAST
 out = {}
 for name, model in (("best", best), ("preset", preset), ("last", last)):
     for index, array in enumerate(keras.tree.flatten(model.predict(images, verbose=0))):
@@ -316,7 +321,7 @@ def test_a_detector_or_segmenter_run_loads_and_exports_in_a_fresh_interpreter_wi
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
     script = tmp_path / "fresh.py"
-    script.write_text(FRESH_INTERPRETER_HEADS)
+    script.write_text(with_load_last(FRESH_INTERPRETER_HEADS))
     command = [sys.executable, str(script), str(out_dir), str(tmp_path), task]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
