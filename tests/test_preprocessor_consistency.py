@@ -19,6 +19,15 @@ RAW, SIZE = 96, 64
 SCALE = 64 / 96
 
 
+# The preprocessor runs in keras-hub's data path, which differs per backend; the heads share it.
+# On JAX and PyTorch one detector and two segmenters (LR-ASPP: any input size; DeepLabV3+:
+# P2) take it: DeepLabV3 and the pyramid SSDLite, the slowest to step eagerly there (63 s and
+# 29 s on JAX), run on TensorFlow.
+def every_backend_or_tensorflow(names, tensorflow_only):
+    skip = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="same data path as the other heads")
+    return [pytest.param(name, marks=skip) if name in tensorflow_only else name for name in sorted(names)]
+
+
 def converter():
     return keras_hub.layers.ImageConverter(
         image_size=(SIZE, SIZE),
@@ -105,7 +114,7 @@ def model_inputs_in_each_call(task, x, y, monkeypatch):
     return dict(zip(("predict", "fit", "evaluate"), seen))
 
 
-@pytest.mark.parametrize("name", sorted(SEGMENTERS))
+@pytest.mark.parametrize("name", every_backend_or_tensorflow(SEGMENTERS, ("deeplabv3",)))
 def test_segmenters_apply_their_preprocessor_in_predict_fit_and_evaluate(name, monkeypatch):
     segmenter = SEGMENTERS[name]()
     segmenter.preprocessor = keras_hub.models.ImageSegmenterPreprocessor(
@@ -134,7 +143,7 @@ def test_segmenters_apply_their_preprocessor_in_predict_fit_and_evaluate(name, m
     )
 
 
-@pytest.mark.parametrize("name", sorted(DETECTORS))
+@pytest.mark.parametrize("name", every_backend_or_tensorflow(DETECTORS, ("ssdlite",)))
 def test_detectors_apply_their_preprocessor_in_predict_fit_and_evaluate(name, monkeypatch):
     build, boxes, expected_boxes = DETECTORS[name]
     detector = build()
