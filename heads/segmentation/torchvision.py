@@ -55,23 +55,21 @@ VOC_CLASS_NAMES = (
 
 # The published checkpoints, with the figures torchvision reports for them
 # (COCO val2017, VOC labels, images resized to 520 on the short side).
+# name, torchvision builder, the file's digest, auxiliary head, parameters, mIoU, pixel accuracy
+PUBLISHED = (
+    ("deeplabv3_mobilenetv3_large_voc", "deeplabv3_mobilenet_v3_large", "fc3c493d", True, 11029328, 60.3, 91.2),
+    ("lraspp_mobilenetv3_large_voc", "lraspp_mobilenet_v3_large", "d234d4ea", False, 3221538, 57.9, 91.2),
+)
 PRESETS = {
-    "deeplabv3_mobilenetv3_large_voc": dict(
-        builder="deeplabv3_mobilenet_v3_large",
-        url="https://download.pytorch.org/models/deeplabv3_mobilenet_v3_large-fc3c493d.pth",
+    name: dict(
+        builder=builder,
+        url=f"https://download.pytorch.org/models/{builder}-{digest}.pth",
         class_names=VOC_CLASS_NAMES,
-        aux=True,
-        num_params=11029328,
-        metrics={"mIoU": 60.3, "pixel_accuracy": 91.2},
-    ),
-    "lraspp_mobilenetv3_large_voc": dict(
-        builder="lraspp_mobilenet_v3_large",
-        url="https://download.pytorch.org/models/lraspp_mobilenet_v3_large-d234d4ea.pth",
-        class_names=VOC_CLASS_NAMES,
-        aux=False,
-        num_params=3221538,
-        metrics={"mIoU": 57.9, "pixel_accuracy": 91.2},
-    ),
+        aux=aux,
+        num_params=num_params,
+        metrics={"mIoU": miou, "pixel_accuracy": pixel_accuracy},
+    )
+    for name, builder, digest, aux, num_params, miou, pixel_accuracy in PUBLISHED
 }
 
 # torchvision builder name -> the segmenter class that loads it; each class
