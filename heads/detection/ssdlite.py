@@ -48,9 +48,11 @@ bounding_boxes = keras.utils.bounding_boxes
 DEFAULT_EXTRA_FILTERS = (256, 256, 128, 128, 64, 64)
 
 
-def _deserialize(layer):
-    """A layer given as its config (as `from_config` passes it) rebuilt; a layer or None as it is."""
-    return keras.layers.deserialize(layer) if isinstance(layer, dict) else layer
+def _given_or_default(layer, make_default):
+    """A layer given as its config (as `from_config` passes it) rebuilt, a layer as it is, None as `make_default()`."""
+    if isinstance(layer, dict):
+        return keras.layers.deserialize(layer)
+    return make_default() if layer is None else layer
 
 
 @keras.saving.register_keras_serializable(package="heads")
@@ -167,32 +169,31 @@ class SSDLiteObjectDetector(SSDLiteBase):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-        anchor_generator = _deserialize(anchor_generator)
-        if anchor_generator is None:
-            anchor_generator = ssdlite_anchor_generator(image_size, num_scales, aspect_ratios, anchor_size)
-        self.anchor_generator = anchor_generator
-        label_encoder = _deserialize(label_encoder)
-        if label_encoder is None:
-            label_encoder = SSDLiteLabelEncoder(
+        self.anchor_generator = anchor_generator = _given_or_default(
+            anchor_generator, lambda: ssdlite_anchor_generator(image_size, num_scales, aspect_ratios, anchor_size)
+        )
+        self.label_encoder = _given_or_default(
+            label_encoder,
+            lambda: SSDLiteLabelEncoder(
                 anchor_generator,
                 bounding_box_format=bounding_box_format,
                 positive_threshold=positive_threshold,
                 negative_threshold=negative_threshold,
                 box_variance=box_variance,
                 name="label_encoder",
-            )
-        self.label_encoder = label_encoder
-        prediction_decoder = _deserialize(prediction_decoder)
-        if prediction_decoder is None:
-            prediction_decoder = NonMaxSuppression(
+            ),
+        )
+        self._prediction_decoder = _given_or_default(
+            prediction_decoder,
+            lambda: NonMaxSuppression(
                 bounding_box_format="xyxy",
                 from_logits=True,
                 iou_threshold=iou_threshold,
                 confidence_threshold=score_threshold,
                 max_detections=max_detections,
                 name="prediction_decoder",
-            )
-        self._prediction_decoder = prediction_decoder
+            ),
+        )
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
         self.feature_extractor = pyramid_model(backbone, ("P4", "P5"))
