@@ -28,6 +28,11 @@ def default_optimizer():
     return keras.optimizers.AdamW(1e-3, weight_decay=1e-4, global_clipnorm=10.0)
 
 
+# The settings both detectors keep and write to their config, in `_keep_settings`' order, each with its type.
+SHARED_SETTINGS = dict(num_classes=int, image_size=tuple, bounding_box_format=str, extra_filters=tuple)
+SHARED_SETTINGS.update(score_threshold=float, iou_threshold=float, max_detections=int, bn_momentum=float)
+
+
 class SSDLiteBase(PyramidObjectDetector):
     """Base of the SSDLite detectors (see the module docstring); not built itself."""
 
@@ -36,17 +41,11 @@ class SSDLiteBase(PyramidObjectDetector):
 
     def _keep_settings(self, num_classes, image_size, bounding_box_format, extra_filters, score_threshold,
                        iou_threshold, max_detections, bn_momentum):  # fmt: skip
-        """Stores the settings both detectors keep (after the functional model is built)."""
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.bounding_box_format = bounding_box_format
-        self.extra_filters = extra_filters
-        self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
-        self.max_detections = int(max_detections)
-        self.bn_momentum = float(bn_momentum)
+        """Stores the settings both detectors keep (`SHARED_SETTINGS`) after the functional model is built."""
+        given = dict(zip(SHARED_SETTINGS, (num_classes, image_size, bounding_box_format, extra_filters,
+                                           score_threshold, iou_threshold, max_detections, bn_momentum)))  # fmt: skip
+        for name, kind in SHARED_SETTINGS.items():
+            setattr(self, name, kind(given[name]))
 
     def get_config(self):
-        names = ("num_classes", "image_size", "bounding_box_format", "extra_filters", "score_threshold")
-        names += ("iou_threshold", "max_detections", "bn_momentum")
-        return {**super().get_config(), **config_entries(self, *names)}
+        return {**super().get_config(), **config_entries(self, *SHARED_SETTINGS)}
