@@ -12,32 +12,6 @@ REPO = os.path.dirname(HERE)
 SHARED = os.environ.get("MNET_SHARED_DIR", os.path.join(REPO, "..", "shared"))
 PARITY_DIR = os.path.join(SHARED, "parity")
 
-# The longest files first, in their measured order (TensorFlow: test_train_runs.py 263 s to
-# test_deeplab.py 94 s, with the distributed tests beside; JAX: the first three). With
-# `--dist loadfile` each file runs whole on one worker, in the order collected: a long file
-# collected last runs alone at the end while the other worker has nothing left to take.
-LONGEST_FILES_FIRST = (
-    "test_train_runs.py",
-    "test_train.py",
-    "test_readme.py",
-    "test_bench.py",
-    "test_export.py",
-    "test_torchvision_segmentation.py",
-    "test_export_cli.py",
-    "test_detection_models.py",
-    "test_serialization.py",
-    "test_ssdlite_torchvision.py",
-    "test_preprocessor_consistency.py",
-    "test_any_size.py",
-    "test_deeplab.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Reorders the collected files longest first (see LONGEST_FILES_FIRST); a file's own order stays."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)), len(rank)))
-
 
 def reference_figures():
     """{preset: row} from tests/data/reference_figures.csv (REFERENCE.md's table)."""
