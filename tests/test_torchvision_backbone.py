@@ -3,9 +3,10 @@ tail, torchvision's dilation, and the `.pth` mapping (issue 11).
 
 Expected channel counts and strides come from torchvision's tables
 (`torchvision/models/mobilenetv3.py`, `mobilenetv2.py`) and the MobileNetV4
-paper, written out here, not read from the code under test.
+paper, written out in `tests/data/torchvision_taps.csv`, not read from the code under test.
 """
 
+import csv
 import os
 
 import keras
@@ -26,55 +27,19 @@ requires_tv_fixtures = pytest.mark.skipif(
 )
 SIZE = 64  # taps are read at ceil(64 / stride)
 
-# name -> (channels, stride) for some taps of each architecture.
-EXPECTED_TAPS = {
-    "mobilenetv3_large": {
-        "stem": (16, 2),
-        "blocks.0.0": (16, 2),
-        "blocks.1.0.expansion": (64, 2),  # before the stride-4 depthwise
-        "blocks.2.0.expansion": (72, 4),
-        "blocks.2.0": (40, 8),  # torchvision's segmentation "low"/"aux" tap
-        "blocks.3.0.expansion": (240, 8),
-        "blocks.4.1": (112, 16),
-        "blocks.5.0.expansion": (672, 16),  # SSDLite's C4 (paper section 6.3)
-        "blocks.5.0": (160, 32),
-        "blocks.6.0": (960, 32),
-        "final": (960, 32),
-    },
-    "mobilenetv3_large_reduced_tail": {
-        "blocks.4.1": (112, 16),
-        "blocks.5.0.expansion": (672, 16),  # the expansion is not halved
-        "blocks.5.0": (80, 32),
-        "blocks.5.2": (80, 32),
-        "final": (480, 32),
-    },
-    "mobilenetv3_small": {
-        "stem": (16, 2),
-        "blocks.0.0": (16, 4),  # no expansion conv: no expansion tap
-        "blocks.1.0.expansion": (72, 4),
-        "blocks.2.0.expansion": (96, 8),
-        "blocks.3.1": (48, 16),
-        "blocks.4.0.expansion": (288, 16),
-        "final": (576, 32),
-    },
-    "mobilenetv2": {
-        "stem": (32, 2),
-        "blocks.1.0.expansion": (96, 2),
-        "blocks.2.0.expansion": (144, 4),
-        "blocks.3.0.expansion": (192, 8),
-        "blocks.4.2": (96, 16),
-        "blocks.5.0.expansion": (576, 16),
-        "blocks.6.0": (320, 32),
-        "final": (1280, 32),
-    },
-    "mobilenetv4_conv_small": {
-        "blocks.0.0": (32, 4),  # plain convolutions: no expansion taps
-        "blocks.1.1": (64, 8),
-        "blocks.2.0.expansion": (192, 8),  # 64 x 3, before the strided middle depthwise
-        "blocks.3.0.expansion": (576, 16),  # 96 x 6
-        "final": (960, 32),
-    },
-}
+
+# (channels, stride) of some taps of each architecture: tests/data/torchvision_taps.csv,
+# from torchvision's tables and the MobileNetV4 paper (its note column says where it matters).
+def expected_taps():
+    with open(os.path.join(os.path.dirname(__file__), "data", "torchvision_taps.csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    taps = {}
+    for row in rows:
+        taps.setdefault(row["architecture"], {})[row["tap"]] = (int(row["channels"]), int(row["stride"]))
+    return taps
+
+
+EXPECTED_TAPS = expected_taps()
 # Blocks with stride 2 and an expansion conv: exactly those have an expansion tap.
 EXPANSION_TAPS = {
     "mobilenetv3_large": ["blocks.1.0", "blocks.2.0", "blocks.3.0", "blocks.5.0"],
