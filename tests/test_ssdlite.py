@@ -1,6 +1,7 @@
 """SSDLite: structure, label encoding, one training step and prediction (every backend)."""
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -103,11 +104,8 @@ def test_only_empty_images_train_without_nan(detector):
 
 def test_predict_returns_detections_in_input_pixels(detector):
     images = np.random.default_rng(1).uniform(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
-    detector.prediction_decoder.confidence_threshold = 0.0  # every box, to check their range
-    try:
+    with detector.decoding(score_threshold=0.0):  # every box, to check their range
         detections = detector.predict(images, batch_size=2, verbose=0)
-    finally:
-        detector.prediction_decoder.confidence_threshold = detector.score_threshold
     assert set(detections) == {"boxes", "confidence", "labels", "num_detections"}
     assert detections["boxes"].shape == (3, 100, 4)
     count = int(detections["num_detections"][0])
@@ -119,6 +117,43 @@ def test_predict_returns_detections_in_input_pixels(detector):
     assert labels.min() >= 0 and labels.max() < NUM_CLASSES
     confidence = detections["confidence"][0, :count]
     assert np.all(np.diff(confidence) <= 1e-6), "detections come sorted by confidence"
+
+
+def test_score_threshold_and_max_detections_are_set_after_construction(detector):
+    images = np.random.default_rng(2).uniform(0, 255, (2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    # Random weights score every anchor near the prior (0.01): none passes the default 0.3.
+    assert detector.score_threshold == 0.3
+    assert int(detector.predict(images, verbose=0)["num_detections"].max()) == 0
+    detector.score_threshold, detector.max_detections = 0.0, 7
+    try:
+        detections = detector.predict(images, verbose=0)
+        assert detections["boxes"].shape == (2, 7, 4)
+        np.testing.assert_array_equal(detections["num_detections"], [7, 7])
+        config = detector.get_config()
+        assert config["score_threshold"] == 0.0 and config["max_detections"] == 7
+        decoder = config["prediction_decoder"]["config"]
+        assert decoder["confidence_threshold"] == 0.0 and decoder["max_detections"] == 7
+    finally:
+        detector.score_threshold, detector.max_detections = 0.3, 100
+    assert int(detector.predict(images, verbose=0)["num_detections"].max()) == 0
+    with detector.decoding(score_threshold=0.0, max_detections=3):
+        assert detector.predict(images, verbose=0)["boxes"].shape == (2, 3, 4)
+    assert (detector.score_threshold, detector.max_detections) == (0.3, 100)
+    for bad in (1.0, -0.1, float("nan"), "0.5", None):
+        with pytest.raises(ValueError, match=r"`score_threshold` must be a number in \[0, 1\), got"):
+            detector.score_threshold = bad
+    with pytest.raises(ValueError, match="`max_detections` must be a positive int, got 0"):
+        detector.max_detections = 0
+    assert (detector.score_threshold, detector.max_detections) == (0.3, 100)
+
+
+def test_a_given_decoder_keeps_its_own_thresholds_until_they_are_set():
+    decoder = keras_hub.layers.NonMaxSuppression("xyxy", from_logits=True, confidence_threshold=0.2, max_detections=9)
+    backbone = heads.create_ssdlite("mobilenetv1_025", NUM_CLASSES, image_size=IMAGE_SIZE, load_weights=False).backbone
+    detector = heads.SSDLiteObjectDetector(backbone, NUM_CLASSES, image_size=IMAGE_SIZE, prediction_decoder=decoder)
+    assert (decoder.confidence_threshold, decoder.max_detections) == (0.2, 9)
+    detector.score_threshold = 0.05
+    assert (decoder.confidence_threshold, decoder.max_detections) == (0.05, 100)
 
 
 def test_clean_targets_clip_drop_and_reject():

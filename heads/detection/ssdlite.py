@@ -90,7 +90,10 @@ class SSDLiteObjectDetector(SSDLiteBase):
         box_variance: scaling of the box deltas (the default label
             encoder's, and the decoding's).
         score_threshold, iou_threshold, max_detections: the default
-            prediction decoder's settings.
+            prediction decoder's settings. `score_threshold` and
+            `max_detections` are what `predict` keeps, a display choice:
+            settable after construction (a given decoder follows them from
+            then on); `heads.evaluate_coco` scores at its own.
         classification_prior: initial foreground probability of every anchor.
         bn_momentum: momentum of the head's BatchNorm statistics (0.9, as the
             MobileNet backbones; Keras' 0.99 lags behind in short trainings).
@@ -183,17 +186,6 @@ class SSDLiteObjectDetector(SSDLiteBase):
                 name="label_encoder",
             ),
         )
-        self._prediction_decoder = _given_or_default(
-            prediction_decoder,
-            lambda: NonMaxSuppression(
-                bounding_box_format="xyxy",
-                from_logits=True,
-                iou_threshold=iou_threshold,
-                confidence_threshold=score_threshold,
-                max_detections=max_detections,
-                name="prediction_decoder",
-            ),
-        )
         self.normalizer = pixel_normalizer(pixel_mean, pixel_variance, head_dtype)
         # The head sees only the pyramid, through a model on the backbone's inputs.
         self.feature_extractor = pyramid_model(backbone, ("P4", "P5"))
@@ -230,6 +222,18 @@ class SSDLiteObjectDetector(SSDLiteBase):
         # === Config ===
         self._keep_settings(num_classes, image_size, bounding_box_format, extra_filters, score_threshold,
                             iou_threshold, max_detections, bn_momentum)  # fmt: skip
+        # After the settings: a given decoder keeps its own thresholds until they are set on the detector.
+        self._prediction_decoder = _given_or_default(
+            prediction_decoder,
+            lambda: NonMaxSuppression(
+                bounding_box_format="xyxy",
+                from_logits=True,
+                iou_threshold=iou_threshold,
+                confidence_threshold=score_threshold,
+                max_detections=max_detections,
+                name="prediction_decoder",
+            ),
+        )
         self.num_scales = num_scales
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         self.anchor_size = float(anchor_size)
@@ -318,6 +322,14 @@ class SSDLiteObjectDetector(SSDLiteBase):
     @property
     def prediction_decoder(self):
         return self._prediction_decoder
+
+    def _decoding_changed(self):
+        """A changed `score_threshold` or `max_detections` reaches the decoder (its NMS settings)."""
+        super()._decoding_changed()
+        decoder = getattr(self, "_prediction_decoder", None)  # None while the constructor keeps its settings
+        if decoder is not None:
+            decoder.confidence_threshold = self.score_threshold
+            decoder.max_detections = self.max_detections
 
     def anchors(self):
         """The detector's anchors: (N, 4) xyxy input pixels, in the order of its outputs.

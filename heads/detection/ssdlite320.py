@@ -105,7 +105,10 @@ class SSDLite320ObjectDetector(SSDLiteBase):
         negative_ratio: hard negatives kept per positive.
         score_threshold, iou_threshold, topk_candidates, max_detections: the
             post-processing's settings (see
-            `heads.detection.postprocess.postprocess_detections`).
+            `heads.detection.postprocess.postprocess_detections`);
+            `score_threshold` and `max_detections` are settable after
+            construction (a display choice; `heads.evaluate_coco` scores at
+            its own).
         bn_momentum, bn_epsilon: the head's BatchNorm (torchvision's momentum
             0.03 is Keras' 0.97).
         class_names: optional list of `num_classes` names (index 0 the
