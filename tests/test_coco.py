@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -160,6 +161,25 @@ def test_evaluate_coco_maps_back_to_original_pixels_and_category_ids(shapes, tmp
     for result in results:
         candidates = np.array(expected[(result["image_id"], result["category_id"])])
         assert np.abs(candidates - result["bbox"]).max(axis=1).min() < 1e-3, result
+
+
+@pytest.mark.parametrize("head", ["ssdlite", "ssdlite320"])
+def test_evaluate_coco_scores_what_the_display_threshold_would_hide(shapes, head):
+    keras.utils.set_random_seed(0)
+    detector = heads.create_ssdlite("mobilenetv3_small_050", 3, head=head, image_size=64, load_weights=False)
+    # Random weights score every anchor near the prior: a display threshold of 0.9 keeps nothing.
+    detector.score_threshold, detector.max_detections = 0.9, 20
+    assert int(detector.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)["num_detections"][0]) == 0
+    metrics, results = heads.evaluate_coco(detector, shapes["annotations"], shapes["images"], return_results=True)
+    assert (detector.score_threshold, detector.max_detections) == (0.9, 20)  # restored
+    per_image = np.bincount([result["image_id"] for result in results])
+    assert 0 < per_image.max() <= 100 and min(result["score"] for result in results) < 0.9
+    detector.score_threshold = 0.2
+    again, same_results = heads.evaluate_coco(detector, shapes["annotations"], shapes["images"], return_results=True)
+    assert again == metrics and same_results == results
+    _, few = heads.evaluate_coco(detector, shapes["annotations"], shapes["images"], return_results=True,
+                                 max_detections=5)  # fmt: skip
+    assert np.bincount([result["image_id"] for result in few]).max() <= 5
 
 
 def test_detections_to_coco_skips_padding():

@@ -191,8 +191,35 @@ def _category_ids_by_name(detector, categories, annotation_file):
     return category_ids
 
 
-def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_results=False):
+# How COCO scores a detector (pycocotools' maxDets, torchvision's reference evaluation): every
+# detection above a near-zero score, up to 100 per image, whatever the display threshold is.
+COCO_SCORE_THRESHOLD = 0.001
+COCO_MAX_DETECTIONS = 100
+
+
+def coco_decoding(detector, score_threshold=COCO_SCORE_THRESHOLD, max_detections=COCO_MAX_DETECTIONS):
+    """A `with` block in which `detector` predicts as COCO scores it (see `evaluate_coco`).
+
+    A detector of this package sets its `score_threshold` and
+    `max_detections` for the block (its `decoding`); any other object with a
+    `predict` predicts as it is.
+    """
+    decoding = getattr(detector, "decoding", None)
+    if decoding is None:
+        return contextlib.nullcontext(detector)
+    return decoding(score_threshold=score_threshold, max_detections=max_detections)
+
+
+def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_results=False,
+                  score_threshold=COCO_SCORE_THRESHOLD, max_detections=COCO_MAX_DETECTIONS):  # fmt: skip
     """Runs `detector` over a COCO-format set and scores it with pycocotools.
+
+    Scored the COCO way: every detection scoring above `score_threshold`
+    (near zero), up to `max_detections` (100) per image, whatever the
+    detector's own `score_threshold` is. That one is a display choice for
+    `predict` and export; applied here, it would cut the precision-recall
+    curve before AP integrates it. The detector's settings are restored
+    afterwards.
 
     The set is read and checked as `load_coco` reads it (images as displayed,
     EXIF orientation applied; see `read_coco`), images are resized to the
@@ -229,7 +256,8 @@ def evaluate_coco(detector, annotation_file, image_dir, batch_size=8, return_res
     image_size = detector.image_size
     size = check_image_size(image_size, minimum=1)
     dataset = coco_dataset(records, size, batch_size).map(lambda images, targets: images)
-    detections = detector.predict(dataset, verbose=0)
+    with coco_decoding(detector, score_threshold, max_detections):
+        detections = detector.predict(dataset, verbose=0)
     results = detections_to_coco(
         detections,
         records,
