@@ -807,6 +807,12 @@ def add_export(subcommands):
         metavar="N",
         help=f"images to use from DIR (default {DEFAULT_CALIBRATION_IMAGES})",
     )
+    # A detector's display choices, for the file only (default: the detector's own).
+    own = " (default: the detector's own)"
+    parser.add_argument(
+        "--score-threshold", type=score_threshold, help="detector: drop scores <= this, in [0, 1)" + own
+    )
+    parser.add_argument("--max-detections", type=positive_int, help="detector: keep at most this many per image" + own)
     parser.set_defaults(run=run_export)
 
 
@@ -825,6 +831,41 @@ def check_export_arguments(args):
     if args.calibration_data is not None and not os.path.isdir(args.calibration_data):
         what = "is a file" if os.path.exists(args.calibration_data) else "does not exist"
         raise CommandError(f"--calibration-data {args.calibration_data!r} {what}; give a folder of images.")
+
+
+def set_decoding(model, args):
+    """`--score-threshold` and `--max-detections` set on a detector; on any other model a `CommandError`."""
+    given = {"--score-threshold": args.score_threshold, "--max-detections": args.max_detections}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if given and not hasattr(model, "decoding"):
+        verb = "apply" if len(given) > 1 else "applies"
+        raise CommandError(
+            f"{' and '.join(given)} {verb} to a detector; {args.model!r} holds a {type(model).__name__}."
+        )
+    if args.score_threshold is not None:
+        model.score_threshold = args.score_threshold
+    if args.max_detections is not None:
+        model.max_detections = args.max_detections
+
+
+def export_size(args, model, normalize, presets):
+    """`(image_size, where it came from)`: `--image-size`, else the model's fixed input, else what MODEL records.
+
+    What MODEL records: a preset folder's (or a task's preprocessor's) image
+    converter, or a built-in preset's reference resolution.
+    """
+    from mnet_tools import export
+
+    if args.image_size is not None:  # [H] or [H, W]
+        size = args.image_size[0] if len(args.image_size) == 1 else args.image_size
+        return export.model_image_size(model, size), "--image-size"
+    if None not in model.inputs[0].shape[1:3]:
+        return export.model_image_size(model), "the model's fixed input"
+    if normalize.image_size is not None:
+        return normalize.image_size, "recorded by its image converter; --image-size H W overrides"
+    if args.model in presets:
+        return export.model_image_size(model, presets[args.model].resolution), "the preset's resolution"
+    raise CommandError(f"{args.model} takes images of any size and records none; pass --image-size H W.")
 
 
 def check_output_file(path, option, what):
@@ -880,12 +921,8 @@ def run_export(args):
     try:
         with exportable(args.model) as model_path:
             model, normalize = export.load_model(model_path, task=args.task, load_weights=args.load_weights)
-        image_size = args.image_size  # [H] or [H, W]
-        if image_size is not None and len(image_size) == 1:
-            image_size = image_size[0]
-        if image_size is None and args.model in PRESETS and None in model.inputs[0].shape[1:3]:
-            image_size = PRESETS[args.model].resolution
-        image_size = export.model_image_size(model, image_size)
+        set_decoding(model, args)
+        image_size, size_source = export_size(args, model, normalize, PRESETS)
         if args.calibration_data:
             pixels = export.read_images(args.calibration_data, image_size, args.num_calibration)
         else:
@@ -912,7 +949,8 @@ def run_export(args):
     # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" for each interpreter.
     with contextlib.nullcontext() if tensorflow_log_wanted() else _stderr_silenced():
         report = export.compare(model, args.out, inputs)
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB), input {image_size[0]} x {image_size[1]}")
+    size = f"input {image_size[0]} x {image_size[1]} ({size_source})"
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB), {size}")
     what = "calibration images" if args.calibration_data else "random images (pass --calibration-data for real ones)"
     for key, value in report.items():
         print(f"{key.replace('_', ' ')} on {len(inputs)} {what}: {value:.3g}")
@@ -938,6 +976,13 @@ def non_negative_float(text):
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def score_threshold(text):
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -986,7 +1031,9 @@ def add_train(subcommands):
         "--weight-decay", type=non_negative_float, default=1e-4, help="not applied to BatchNorm and biases"
     )
     parser.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
-    parser.add_argument("--warmup-epochs", type=non_negative_float, default=1.0, help="linear warmup (default 1)")
+    parser.add_argument(
+        "--warmup-epochs", type=non_negative_float, help="linear warmup (default 1, at most half the run)"
+    )
     parser.add_argument("--frozen-epochs", type=int, default=0, help="first epochs with the backbone frozen")
     parser.add_argument("--mixed-precision", choices=("off", "float16", "bfloat16"), default="off")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")

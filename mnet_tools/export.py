@@ -76,17 +76,24 @@ def _kind(model):
 
 # --------------------------------------------------------------------------
 # What to export.
-def _identity(pixels):
-    return np.asarray(pixels, "float32")
+class InputPreparation:
+    """Pixels in 0..255 to model inputs, with a keras-hub ImageConverter's scale and offset (none: as they are).
 
+    `image_size` is the (height, width) the converter records, or None: what
+    a model of free input size was saved for, the size to export it at.
+    """
 
-def _normalizer(converter):
-    """Pixels in 0..255 to model inputs, with a keras-hub ImageConverter's scale and offset."""
-    if converter is None or converter.scale is None:
-        return _identity
-    scale = np.asarray(converter.scale, "float32")
-    offset = np.asarray(0.0 if converter.offset is None else converter.offset, "float32")
-    return lambda pixels: np.asarray(pixels, "float32") * scale + offset
+    def __init__(self, converter=None):
+        scale = getattr(converter, "scale", None)
+        offset = getattr(converter, "offset", None)
+        size = getattr(converter, "image_size", None)
+        self.scale = None if scale is None else np.asarray(scale, "float32")
+        self.offset = np.asarray(0.0 if offset is None else offset, "float32")
+        self.image_size = None if size is None else (int(size[0]), int(size[1]))
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, "float32")
+        return pixels if self.scale is None else pixels * self.scale + self.offset
 
 
 def load_model(source, task=None, load_weights=True, num_classes=None):
@@ -110,7 +117,8 @@ def load_model(source, task=None, load_weights=True, num_classes=None):
     Returns `(model, normalize)`, where `normalize` maps RGB pixels in
     0..255 to what the model takes: the preset's normalisation for backbones
     and classifiers; the identity for the heads, which normalise inside the
-    model.
+    model. `normalize.image_size` is the input size the source records (its
+    image converter's), or None (see `InputPreparation`).
 
     A broken file (invalid JSON, a truncated weights file, a `.keras` archive
     cut short or failing its CRC) raises an `OSError` or `ValueError` naming
@@ -133,7 +141,7 @@ def load_model(source, task=None, load_weights=True, num_classes=None):
             model = MobileNetImageClassifier.from_preset(
                 source, load_weights=load_weights, num_classes=num_classes or IMAGENET_CLASSES
             )
-        return model, _normalizer(converter)
+        return model, InputPreparation(converter)
     if source.endswith(".keras"):
         files.check_keras_file(source)
         try:
@@ -161,7 +169,7 @@ def load_model(source, task=None, load_weights=True, num_classes=None):
         )
     preprocessor = getattr(model, "preprocessor", None)
     converter = getattr(preprocessor, "image_converter", None) or converter
-    return _pick_task(model, task, source), _normalizer(converter)
+    return _pick_task(model, task, source), InputPreparation(converter)
 
 
 def _saved_task_class(folder):

@@ -55,6 +55,26 @@ def test_cli_exports_a_classifier_and_prints_its_agreement(tmp_path, capsys):
     assert "top1 agreement" in printed
 
 
+def test_cli_exports_a_preset_folder_at_the_size_its_image_converter_records(tmp_path, capsys):
+    from mnet_backbones import MobileNetBackbone, MobileNetImageClassifier
+
+    classifier = MobileNetImageClassifier.from_preset("mobilenetv1_025", load_weights=False, num_classes=5)
+    classifier.preprocessor.image_converter.image_size = (80, 48)
+    folder = tmp_path / "classifier"
+    classifier.save_to_preset(str(folder))
+    out = tmp_path / "c.tflite"
+    assert cli.main(["export", str(folder), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "input 80 x 48 (recorded by its image converter; --image-size H W overrides)" in printed
+    assert cli.main(["export", str(folder), str(out), "--image-size", "64"]) == 0
+    assert "input 64 x 64 (--image-size)" in capsys.readouterr().out
+    bare = tmp_path / "backbone"
+    # A bare backbone's folder has no image converter: it records no size.
+    MobileNetBackbone.from_preset("mobilenetv1_025", load_weights=False).save_to_preset(str(bare))
+    assert cli.main(["export", str(bare), str(out)]) == 2
+    assert "takes images of any size and records none; pass --image-size H W" in capsys.readouterr().err
+
+
 def write_images(folder, count, size):
     folder.mkdir()
     for i, pixels in enumerate(smooth_images(count, size, seed=2)):
@@ -189,6 +209,20 @@ def test_detector_from_a_keras_file_exports_raw_outputs(detector, format, tmp_pa
     out = export.export_model(loaded, tmp_path / f"det{export.SUFFIXES[format]}", format)
     inputs = normalize(smooth_images(2, (64, 64), seed=6))
     assert export.compare(model, out, inputs)["max_relative_error"] < FLOAT_TOLERANCE
+
+
+def test_cli_sets_the_detectors_threshold_and_count_in_the_exported_file(detector, segmenter, tmp_path, capsys):
+    model, path = detector
+    out = tmp_path / "det.tflite"
+    assert cli.main(["export", str(path), str(out), "--score-threshold", "0.25", "--max-detections", "7"]) == 0
+    settings = detection_export.read_settings(str(out))
+    assert float(settings["score_threshold"]) == 0.25 and int(settings["max_detections"]) == 7
+    assert (model.score_threshold, model.max_detections) == (0.3, 100)  # the saved detector is not changed
+    assert cli.main(["export", str(segmenter[1]), str(tmp_path / "s.tflite"), "--score-threshold", "0.5"]) == 2
+    assert "--score-threshold applies to a detector" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["export", str(path), str(out), "--score-threshold", "1"])
+    assert "must be in [0, 1), got 1" in capsys.readouterr().err
 
 
 def test_int8_detector_keeps_its_detections(detector, tmp_path):
