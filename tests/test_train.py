@@ -462,6 +462,16 @@ def test_paper_head_data_count_the_background_as_zero(shapes, tmp_path):
         assert path == val_files["annotations"]
 
 
+def test_the_default_warmup_fits_short_runs_and_a_given_one_must():
+    assert [train_config.default_warmup(epochs) for epochs in (1, 2, 3, 30)] == [0.5, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match=r"--warmup-epochs \(1.0\) must be less than --epochs \(1\)"):
+        train_config.TrainConfig("classification", ("a",), ("b",), preset="mobilenetv1_025", epochs=1)
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "classification", "--train", "a", "--val", "b", "--out-dir", "o",
+                              "--preset", "mobilenetv1_025", "--epochs", "1"])  # fmt: skip
+    assert args.warmup_epochs is None  # train() picks it: half of this 1-epoch run
+
+
 def test_warmup_cosine_docstring_example_runs():
     import textwrap
 
@@ -479,9 +489,11 @@ def test_from_a_preset_folder_continues_its_weights(folders, straight_run, tmp_p
     start = os.path.join(straight_run, "best_preset")
     result = train(
         "classification", [folders["train"]], [folders["val"]], tmp_path / "continued", from_model=start,
-        image_size=32, epochs=1, batch_size=4, warmup_epochs=0, learning_rate=1e-9, augment=False, verbose=0,
+        image_size=32, epochs=1, batch_size=4, learning_rate=1e-9, augment=False, verbose=0,
     )  # fmt: skip
     assert result["epochs_done"] == 1
+    # One epoch at the default warm-up: it runs, warming up for half of it.
+    assert train_config.read_config(tmp_path / "continued").warmup_epochs == 0.5
     before = MobileNetImageClassifier.from_preset(start)
     # A learning rate of 1e-9 for one epoch: the kernels are the preset's (BatchNorm statistics move).
     for old, new in zip(before.trainable_variables, result["model"].trainable_variables):

@@ -24,7 +24,13 @@ import os
 import sys
 import time
 
-from mnet_tools.train.config import TrainConfig, check_resumable, write_config
+from mnet_tools.train.config import (
+    DEFAULT_WARMUP_EPOCHS,
+    TrainConfig,
+    check_resumable,
+    default_warmup,
+    write_config,
+)
 from mnet_tools.train.lock import run_folder_lock
 
 SCORES = {"classification": "top1", "detection": "AP", "segmentation": "mIoU"}
@@ -219,7 +225,7 @@ def train(
     learning_rate=1e-3,
     weight_decay=1e-4,
     momentum=0.9,
-    warmup_epochs=1.0,
+    warmup_epochs=None,
     frozen_epochs=0,
     mixed_precision="off",
     augment=True,
@@ -258,7 +264,9 @@ def train(
         optimizer: "adamw" or "sgd" (Nesterov momentum `momentum`).
         learning_rate, weight_decay, warmup_epochs: the peak rate of the
             cosine schedule, its linear warmup, decoupled weight decay (not
-            applied to BatchNorm parameters and biases).
+            applied to BatchNorm parameters and biases). `warmup_epochs`
+            None: one epoch, at most half the run (`--epochs 1` warms up for
+            half an epoch, and says so); a given one must be shorter than the run.
         frozen_epochs: first epochs with the backbone frozen (BatchNorm in
             inference mode), then the whole model trains.
         mixed_precision: "off", "float16" or "bfloat16".
@@ -300,6 +308,10 @@ def train(
           preset="mobilenetv3_large_100", image_size=224, epochs=30, batch_size=64)
     ```
     """
+    if warmup_epochs is None:
+        warmup_epochs = default_warmup(epochs)
+        if warmup_epochs != DEFAULT_WARMUP_EPOCHS:
+            _log(f"warm-up: {warmup_epochs:g} epoch, half of the {epochs}-epoch run (--warmup-epochs sets it)", verbose)
     config = TrainConfig(
         task=task, train_data=tuple(os.path.abspath(p) for p in train_data),
         val_data=tuple(os.path.abspath(p) for p in val_data), preset=preset,

@@ -55,6 +55,17 @@ OPTION_NAMES = {
 }
 
 
+DEFAULT_WARMUP_EPOCHS = 1.0
+
+
+def default_warmup(epochs):
+    """The warm-up when none is given: one epoch, and at most half of a shorter run (so `--epochs 1` runs)."""
+    is_number = isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+    if is_number and 0 < epochs < 2 * DEFAULT_WARMUP_EPOCHS:
+        return epochs / 2
+    return DEFAULT_WARMUP_EPOCHS
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a run's weights. See `mnet_tools.train.train` for the meaning of each."""
@@ -74,7 +85,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = DEFAULT_WARMUP_EPOCHS
     frozen_epochs: int = 0
     mixed_precision: str = "off"
     augment: bool = True
