@@ -12,6 +12,7 @@ ImageNet checkpoints of three of those architectures, under their own names
 """
 
 import dataclasses
+import difflib
 import json
 import os
 from typing import Any
@@ -291,6 +292,18 @@ def is_builtin_placeholder(filepath):
     return path.startswith(os.path.abspath(PRESET_DIR) + os.sep)
 
 
+def did_you_mean(name, valid):
+    """ " Did you mean 'x'?" with the closest of `valid` names to a mistyped `name`, or "" when none is close.
+
+    Example:
+    ```python
+    did_you_mean("mobilenetv4_small", PRESETS)  # " Did you mean 'mobilenetv4_conv_small'?"
+    ```
+    """
+    close = difflib.get_close_matches(str(name), sorted(valid), n=2, cutoff=0.75)
+    return f" Did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
+
+
 def is_builtin_preset(name):
     """Whether `name` is a built-in preset name (timm / keras.applications or torchvision)."""
     return isinstance(name, str) and name in BUILTIN_PRESETS
@@ -298,7 +311,9 @@ def is_builtin_preset(name):
 
 def get_preset(name):
     if not is_builtin_preset(name):
-        raise ValueError(f"Unknown preset {name!r}. Valid presets: {sorted(BUILTIN_PRESETS)}.")
+        raise ValueError(
+            f"Unknown preset {name!r}.{did_you_mean(name, BUILTIN_PRESETS)} Valid presets: {sorted(BUILTIN_PRESETS)}."
+        )
     return BUILTIN_PRESETS[name]
 
 
@@ -333,7 +348,7 @@ def check_preset_name(preset):
         return
     raise ValueError(
         f"Unknown preset {preset!r}: not a built-in name, an existing folder or a "
-        f"handle. Valid built-in presets: {sorted(BUILTIN_PRESETS)}."
+        f"handle.{did_you_mean(preset, BUILTIN_PRESETS)} Valid built-in presets: {sorted(BUILTIN_PRESETS)}."
     )
 
 

@@ -59,7 +59,7 @@ from heads import torchvision_segmentation
 from mnet_backbones.backbone import MobileNetBackbone
 from mnet_backbones.classifier import MobileNetImageClassifier
 from mnet_backbones.constants import IMAGENET_CLASSES
-from mnet_backbones.presets import PRESETS
+from mnet_backbones.presets import PRESETS, did_you_mean
 from mnet_backbones.validation import check_image_size
 from mnet_tools import export, litert
 from mnet_tools.macs import count_macs
@@ -296,7 +296,9 @@ def run_benchmark(presets=DEFAULT_PRESETS, repeats=100, batch_sizes=(1, 32), pee
     """
     for preset in presets:
         if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
+            raise ValueError(
+                f"Unknown preset {preset!r}.{did_you_mean(preset, PRESETS)} Valid presets: {sorted(PRESETS)}."
+            )
     rows = []
     with tempfile.TemporaryDirectory() as work_dir:
         machine = Machine(gemm_rate(), conv_int8_speedup(work_dir, repeats) if int8 else None)
@@ -323,7 +325,7 @@ def block_profile(preset, repeats=100):
     Times of small blocks are differences of noisy medians: read them in sums.
     """
     if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}. Valid presets: {sorted(PRESETS)}.")
+        raise ValueError(f"Unknown preset {preset!r}.{did_you_mean(preset, PRESETS)} Valid presets: {sorted(PRESETS)}.")
     classifier = classifier_for(preset)
     backbone = classifier.backbone
     cuts = backbone.layers[1:]  # every layer after the input

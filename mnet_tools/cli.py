@@ -726,7 +726,10 @@ def run_bench(args):
         return 0
     unknown = [preset for preset in presets if preset not in bench.PRESETS]
     if unknown:  # all of them, before the first is timed
-        raise CommandError(f"Unknown preset {unknown[0]!r}. Valid presets: {sorted(bench.PRESETS)}.")
+        from mnet_backbones.presets import did_you_mean
+
+        hint = did_you_mean(unknown[0], bench.PRESETS)
+        raise CommandError(f"Unknown preset {unknown[0]!r}.{hint} Valid presets: {sorted(bench.PRESETS)}.")
     if args.blocks:
         for preset in presets:
             try:

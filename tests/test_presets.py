@@ -54,6 +54,12 @@ def test_unknown_preset_lists_valid_names():
         with pytest.raises(ValueError, match="mobilenetv4_hybrid_medium") as info:
             load("mobilenetv5_tiny", load_weights=False)
         assert "mobilenetv5_tiny" in str(info.value)
+        with pytest.raises(ValueError, match=r"'mobilenetv4_small'.* Did you mean 'mobilenetv4_conv_small' or"):
+            load("mobilenetv4_small", load_weights=False)
+    with pytest.raises(ValueError, match=r"'resnet50'\. Valid presets"):  # nothing close: no guess
+        get_preset("resnet50")
+    with pytest.raises(ValueError, match=r"Did you mean 'mobilenetv4_hybrid_medium'"):
+        get_preset("mobilenetv4_hybrid_med")
 
 
 def test_backbone_save_to_preset_round_trip(tmp_path):
