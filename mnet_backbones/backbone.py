@@ -34,7 +34,7 @@ def validate_width_multiplier(width_multiplier):
 
 
 def check_image_batch(model, x):
-    """A ValueError for a batch in memory no model takes: no images at all, or images with no pixels.
+    """A ValueError for a batch in memory no model takes: no images, one image without a batch axis, no pixels.
 
     Keras would otherwise fail deep inside: a convolution's negative
     dimension, or `predict`'s `UnboundLocalError` on an empty batch.
@@ -50,6 +50,11 @@ def check_image_batch(model, x):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         return
     shape = tuple(x.shape)
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):  # Keras would read its rows as a batch
+        raise ValueError(
+            f"{type(model).__name__}.predict takes a batch of images (batch, height, width, 3); got one image "
+            f"of shape {shape}. Add a batch axis: predict(image[None])."
+        )
     if len(shape) == 4 and shape[0] == 0:
         raise ValueError(f"{type(model).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
     _check_pixels(model, shape)

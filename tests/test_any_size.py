@@ -208,6 +208,7 @@ def small_backbone():
         (np.zeros((0, 64, 64, 3), "float32"), r"empty batch \(shape \(0, 64, 64, 3\)\)"),
         (np.zeros((1, 0, 0, 3), "float32"), r"no pixels \(shape \(1, 0, 0, 3\)\)"),
         (np.zeros((1, 64, 0, 3), "float32"), r"no pixels \(shape \(1, 64, 0, 3\)\)"),
+        (np.zeros((64, 48, 3), "float32"), r"one image of shape \(64, 48, 3\)\. Add a batch axis"),
     ],
 )
 def test_backbone_and_classifier_name_batches_they_cannot_take(small_backbone, images, message):
@@ -215,6 +216,6 @@ def test_backbone_and_classifier_name_batches_they_cannot_take(small_backbone, i
     for model in (small_backbone, classifier):
         with pytest.raises(ValueError, match=type(model).__name__ + ".*" + message):
             model.predict(images, verbose=0)
-    if images.shape[0]:
+    if images.ndim == 4 and images.shape[0]:
         with pytest.raises(ValueError, match=message):
             small_backbone(images)
