@@ -417,7 +417,10 @@ def test_export_litert_writes_the_best_model_once_and_again_if_missing(folders, 
     assert checkpoints.best_litert_is_current(out_dir)
     (out_dir / "best.tflite").unlink()
     assert not checkpoints.best_litert_is_current(out_dir)
+    capsys.readouterr()
     assert cli.main(command) == 0
+    logged = capsys.readouterr().err  # train's lines go to stderr
+    assert "has done all 2 epochs: nothing to train" in logged and "resuming" not in logged
     assert folder_digest(out_dir)["best.tflite"] == before["best.tflite"]
     record = json.loads((out_dir / "best_litert.json").read_text())
     record["best_keras_sha256"] = "0" * 64

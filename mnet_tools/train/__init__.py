@@ -429,7 +429,9 @@ def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     progress = progress or {"epochs_done": 0, "history": [], "best": None}
     checkpoints.write_metrics_csv(out_dir, progress["history"])
     start = progress["epochs_done"]
-    if start:
+    if start >= config.epochs:
+        _log(f"{out_dir} has done all {config.epochs} epochs: nothing to train (best: {progress['best']})", verbose)
+    elif start:
         _log(f"resuming {out_dir} after epoch {start}", verbose)
     score_key = SCORES[config.task]
     end = config.epochs if stop_after_epochs is None else min(config.epochs, start + stop_after_epochs)
