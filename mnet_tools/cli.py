@@ -1057,6 +1057,9 @@ def add_train(subcommands):
         "`export` writes it; a detector's best_postprocess.npz beside it); kept if already that of best.keras. "
         "Needs KERAS_BACKEND=tensorflow",
     )
+    own = " (default: the head's own; validation scores the COCO way whatever it is)"
+    parser.add_argument("--score-threshold", type=score_threshold, help="detection: drop scores <= this" + own)
+    parser.add_argument("--max-detections", type=positive_int, help="detection: keep at most this many" + own)
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     parser.set_defaults(run=run_train, announce="loading Keras and TensorFlow...")
 
@@ -1078,7 +1081,7 @@ def run_train(args):
             warmup_epochs=args.warmup_epochs, frozen_epochs=args.frozen_epochs,
             mixed_precision=args.mixed_precision, augment=args.augment, seed=args.seed, devices=args.devices,
             deterministic=args.deterministic, stop_after_epochs=args.stop_after, export_litert=args.export_litert,
-            verbose=2 if args.quiet else 1,
+            score_threshold=args.score_threshold, max_detections=args.max_detections, verbose=2 if args.quiet else 1,
         )  # fmt: skip
     except (ValueError, TypeError) as error:
         raise CommandError(str(error)) from None

@@ -339,11 +339,13 @@ def test_detection_end_to_end(shapes, tmp_path):
     command = ["train", "detection", "--train", train_files["annotations"], train_files["images"], "--val",
                val_files["annotations"], val_files["images"], "--out-dir", str(out_dir), "--head", "ssdlite"]  # fmt: skip
     on_tf = keras.backend.backend() == "tensorflow"
-    assert cli.main(command + COMMON + (["--export-litert"] if on_tf else [])) == 0
+    decoding = ["--score-threshold", "0.2", "--max-detections", "30"]  # what the saved detector keeps
+    assert cli.main(command + COMMON + decoding + (["--export-litert"] if on_tf else [])) == 0
     header = open(out_dir / "metrics.csv").read().splitlines()[0].split(",")
     assert {"AP", "AP50", "loss"} <= set(header)
     detector = heads.SSDLiteObjectDetector.from_preset(str(out_dir / "best_preset"))
     assert detector.num_classes == 3
+    assert (detector.score_threshold, detector.max_detections) == (0.2, 30)
     if on_tf:
         # A detector exports as raw outputs plus its post-processing settings, one pair (mnet_tools.detection_export).
         from mnet_tools import detection_export, export
@@ -354,7 +356,8 @@ def test_detection_end_to_end(shapes, tmp_path):
         report = export.compare(best, out_dir / "best.tflite", images)
         assert report["max_relative_error"] < 1e-3, report
         detections = detection_export.run_litert(out_dir / "best.tflite", images)
-        assert detections["boxes"].shape[:2] == detections["labels"].shape == (2, best.max_detections)
+        assert detections["boxes"].shape[:2] == detections["labels"].shape == (2, 30)
+        assert float(detection_export.read_settings(str(out_dir / "best.tflite"))["score_threshold"]) == 0.2
 
 
 def test_segmentation_end_to_end(shapes, tmp_path):
@@ -463,6 +466,15 @@ def test_paper_head_data_count_the_background_as_zero(shapes, tmp_path):
     assert not os.path.exists(path)
     with _with_background_category(val_files["annotations"], 0) as path:
         assert path == val_files["annotations"]
+
+
+def test_the_decoding_options_are_for_detection_only(tmp_path):
+    with pytest.raises(
+        ValueError, match="--score-threshold and --max-detections set what a detector keeps; .* to segm"
+    ):
+        train("segmentation", ["a", "b"], ["c", "d"], tmp_path / "run", preset=PRESET, score_threshold=0.5,
+              max_detections=5)  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_default_warmup_fits_short_runs_and_a_given_one_must():

@@ -234,6 +234,8 @@ def train(
     deterministic=False,
     stop_after_epochs=None,
     export_litert=False,
+    score_threshold=None,
+    max_detections=None,
     verbose=1,
 ):
     """Trains a task on the user's data in `out_dir`, or resumes the run there.
@@ -293,6 +295,10 @@ def train(
             `best.keras` (`checkpoints.export_best_litert`). Needs the
             TensorFlow backend (checked before training). Not part of the
             configuration.
+        score_threshold, max_detections: detection only: what the saved
+            detector's `predict` and export keep (a display choice; None:
+            the head's own). Validation scores the COCO way whatever they
+            are (`heads.evaluate_coco`). Not part of the configuration.
         verbose: 0 silent, 1 progress bar and stage lines, 2 one line per epoch.
 
     Returns:
@@ -321,6 +327,11 @@ def train(
         momentum=float(momentum), warmup_epochs=float(warmup_epochs), frozen_epochs=frozen_epochs,
         mixed_precision=mixed_precision, augment=bool(augment), seed=seed,
     )  # fmt: skip
+    decoding = {"score_threshold": score_threshold, "max_detections": max_detections}
+    decoding = {name: value for name, value in decoding.items() if value is not None}
+    if decoding and task != "detection":
+        flags = " and ".join("--" + name.replace("_", "-") for name in decoding)
+        raise ValueError(f"{flags} set what a detector keeps; they do not apply to {task}.")
     import keras
 
     from mnet_tools.train.data import EpochData
@@ -358,7 +369,7 @@ def train(
             keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
         try:
             with _device_scope(devices, config.batch_size) as sync_batch_norm:
-                result = _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose)
+                result = _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, decoding, verbose)
         finally:
             keras.config.set_dtype_policy(previous_policy)
         # Outside the device scope: the export loads best.keras afresh, as any user of the file would.
@@ -400,7 +411,7 @@ def _device_scope(devices, batch_size):
         yield setup.num_replicas > 1
 
 
-def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
+def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, decoding, verbose):
     """Builds, compiles and trains inside the device scope; returns `train`'s dict."""
     from mnet_tools.train import checkpoints
     from mnet_tools.train.optim import make_optimizer
@@ -408,6 +419,8 @@ def _run(config, data, out_dir, sync_batch_norm, stop_after_epochs, verbose):
     _log("building the model", verbose)
     num_classes = config.num_classes or data.num_classes
     model = build_model(config, data, num_classes)
+    for name, value in decoding.items():  # validated by the detector, before any training
+        setattr(model, name, value)
     num_classes = num_classes or model.num_classes
     if config.task == "detection":
         data.label_offset = getattr(model, "label_offset", 0)  # 1 where class 0 is the background
