@@ -996,9 +996,22 @@ def positive_float(text):
     return value
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """Help that ends each option's line with its default, where it has one worth saying (not None or a flag's)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        unsaid = default is None or isinstance(default, bool) or default is argparse.SUPPRESS
+        if unsaid or not action.option_strings or "default" in text:
+            return text
+        return f"{text} (default: {default})".strip()
+
+
 def add_train(subcommands):
     parser = subcommands.add_parser(
         "train",
+        formatter_class=DefaultsShown,
         help="train a classifier, detector or segmenter on your data (resumable)",
         description="Train on your data: classification from a folder with one subfolder per class, detection "
         "from COCO JSON, segmentation from image and mask folders. Validates after every epoch (top-1/top-5, "
@@ -1023,9 +1036,9 @@ def add_train(subcommands):
         help="detection: ssdlite (default; P4/P5, focal loss) or ssdlite320 (the MobileNetV3 paper's and torchvision's, background class, hard negatives); segmentation: deeplabv3plus (default), deeplabv3, lraspp",
     )
     parser.add_argument("--num-classes", type=positive_int, help="segmentation: classes including background")
-    parser.add_argument("--image-size", type=positive_int, default=224, help="side of the square inputs (default 224)")
-    parser.add_argument("--epochs", type=positive_int, default=10)
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (default 32)")
+    parser.add_argument("--image-size", type=positive_int, default=224, help="side of the square inputs")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs of the whole run")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="global batch size")
     parser.add_argument(
         "--optimizer", choices=("adamw", "sgd"), default="adamw", help="AdamW or SGD with Nesterov momentum"
     )
@@ -1038,9 +1051,9 @@ def add_train(subcommands):
         "--warmup-epochs", type=non_negative_float, help="linear warmup (default 1, at most half the run)"
     )
     parser.add_argument("--frozen-epochs", type=int, default=0, help="first epochs with the backbone frozen")
-    parser.add_argument("--mixed-precision", choices=("off", "float16", "bfloat16"), default="off")
+    parser.add_argument("--mixed-precision", choices=("off", "float16", "bfloat16"), default="off", help="dtype policy")
     parser.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation, data order, augmentation")
     parser.add_argument(
         "--devices", type=positive_int, help="data-parallel on the first N devices (default: one, no strategy)"
     )

@@ -3,10 +3,12 @@
 Small on purpose: a handful of 32-64 px images, one or two epochs, MobileNetV1 0.25 with random weights.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -466,6 +468,18 @@ def test_paper_head_data_count_the_background_as_zero(shapes, tmp_path):
     assert not os.path.exists(path)
     with _with_background_category(val_files["annotations"], 0) as path:
         assert path == val_files["annotations"]
+
+
+def test_train_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = {field.name: field.default for field in dataclasses.fields(train_config.TrainConfig)}
+    for name in ("image_size", "epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "momentum",
+                 "frozen_epochs", "mixed_precision", "seed"):  # fmt: skip
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"{flag} [^-]*\(default: {re.escape(str(defaults[name]))}\)", text), (flag, text)
+    assert "--warmup-epochs WARMUP_EPOCHS linear warmup (default 1, at most half the run)" in text
 
 
 def test_the_decoding_options_are_for_detection_only(tmp_path):
