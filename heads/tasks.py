@@ -24,6 +24,7 @@ from keras_hub.models import ImageSegmenter, ObjectDetector
 
 from mnet_backbones import MobileNetBackbone, find_source, restore_compile
 from mnet_backbones.keras_hub_internals import load_task_preset
+from mnet_backbones.validation import check_image_batch
 
 
 def _refuse(task_name, builders):
@@ -55,14 +56,7 @@ def _image_arrays(task, x):
         x = np.stack(images)
     elif not hasattr(x, "shape") or not hasattr(x, "dtype"):
         return None  # a tf.data.Dataset, a generator, a PyDataset: Keras checks those
-    shape = tuple(x.shape)
-    if len(shape) == 3 and shape[-1] in (1, 3, 4):
-        raise ValueError(
-            f"{type(task).__name__}.predict takes a batch of images (batch, height, width, 3); got one image "
-            f"of shape {shape}. Add a batch axis: predict(image[None])."
-        )
-    if len(shape) == 4 and shape[0] == 0:
-        raise ValueError(f"{type(task).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
+    check_image_batch(task, x)  # one image without a batch axis, an empty batch, no pixels
     _check_image(task, x)
     return x
 

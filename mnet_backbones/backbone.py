@@ -9,7 +9,7 @@ from mnet_backbones import architectures, files, sources, weights
 from mnet_backbones.builder import build_features, check_output_stride
 from mnet_backbones.layers import check_padding
 from mnet_backbones.presets import check_local_preset, check_preset_name, is_builtin_placeholder, is_builtin_preset
-from mnet_backbones.validation import check_image_shape
+from mnet_backbones.validation import check_image_batch, check_image_shape, check_pixels
 
 
 def resolve_architecture(architecture):
@@ -31,41 +31,6 @@ def validate_width_multiplier(width_multiplier):
     if not width_multiplier > 0:
         raise ValueError(f"width_multiplier must be positive. Received: {width_multiplier!r}.")
     return float(width_multiplier)
-
-
-def check_image_batch(model, x):
-    """A ValueError for a batch in memory no model takes: no images, one image without a batch axis, no pixels.
-
-    Keras would otherwise fail deep inside: a convolution's negative
-    dimension, or `predict`'s `UnboundLocalError` on an empty batch.
-    Datasets and generators (no `shape`) are left to Keras.
-
-    Example:
-    ```python
-    check_image_batch(backbone, np.zeros((0, 224, 224, 3)))  # ValueError: ... empty batch ...
-    ```
-    """
-    if isinstance(x, (list, tuple)) and not x:
-        raise ValueError(f"{type(model).__name__}.predict got an empty list of images: nothing to predict.")
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        return
-    shape = tuple(x.shape)
-    if len(shape) == 3 and shape[-1] in (1, 3, 4):  # Keras would read its rows as a batch
-        raise ValueError(
-            f"{type(model).__name__}.predict takes a batch of images (batch, height, width, 3); got one image "
-            f"of shape {shape}. Add a batch axis: predict(image[None])."
-        )
-    if len(shape) == 4 and shape[0] == 0:
-        raise ValueError(f"{type(model).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
-    _check_pixels(model, shape)
-
-
-def _check_pixels(model, shape):
-    if len(shape) == 4 and (shape[1] == 0 or shape[2] == 0):
-        raise ValueError(
-            f"{type(model).__name__} got an image with no pixels (shape {shape}): images need a height and "
-            "a width of at least one pixel."
-        )
 
 
 def load_preset(cls, preset, load_weights=True, **kwargs):
@@ -251,7 +216,7 @@ class MobileNetBackbone(keras_hub.models.FeaturePyramidBackbone):
                 f"{type(self).__name__} expects images of shape (batch, height, width, "
                 f"{self.image_shape[-1]}), channels last. Received an input of shape {shape}."
             )
-        _check_pixels(self, shape)
+        check_pixels(self, shape)
         return super().call(inputs, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):

@@ -7,9 +7,9 @@ import keras_hub
 import numpy as np
 from keras_hub.models import Task
 
-from mnet_backbones.backbone import MobileNetBackbone, check_image_batch, load_preset
+from mnet_backbones.backbone import MobileNetBackbone, load_preset
 from mnet_backbones.layers import get_activation
-from mnet_backbones.validation import check_positive_int
+from mnet_backbones.validation import check_image_batch, check_positive_int
 
 
 def restore_compile(task, config):

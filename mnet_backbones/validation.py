@@ -72,3 +72,39 @@ def check_image_shape(image_shape, minimum=MIN_IMAGE_SIZE):
                 f"the total stride. Received: image_shape={image_shape!r}."
             )
     return tuple(None if size is None else int(size) for size in image_shape)
+
+
+def check_image_batch(model, x):
+    """A ValueError for a batch in memory no model takes: no images, one image without a batch axis, no pixels.
+
+    Keras would otherwise fail deep inside: a convolution's negative
+    dimension, or `predict`'s `UnboundLocalError` on an empty batch.
+    Datasets and generators (no `shape`) are left to Keras.
+
+    Example:
+    ```python
+    check_image_batch(backbone, np.zeros((0, 224, 224, 3)))  # ValueError: ... empty batch ...
+    ```
+    """
+    if isinstance(x, (list, tuple)) and not x:
+        raise ValueError(f"{type(model).__name__}.predict got an empty list of images: nothing to predict.")
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return
+    shape = tuple(x.shape)
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):  # Keras would read its rows as a batch
+        raise ValueError(
+            f"{type(model).__name__}.predict takes a batch of images (batch, height, width, 3); got one image "
+            f"of shape {shape}. Add a batch axis: predict(image[None])."
+        )
+    if len(shape) == 4 and shape[0] == 0:
+        raise ValueError(f"{type(model).__name__}.predict got an empty batch (shape {shape}): nothing to predict.")
+    check_pixels(model, shape)
+
+
+def check_pixels(model, shape):
+    """A ValueError for a (batch, height, width, channels) shape without pixels."""
+    if len(shape) == 4 and (shape[1] == 0 or shape[2] == 0):
+        raise ValueError(
+            f"{type(model).__name__} got an image with no pixels (shape {shape}): images need a height and "
+            "a width of at least one pixel."
+        )

@@ -234,9 +234,10 @@ def train(
     deterministic=False,
     stop_after_epochs=None,
     export_litert=False,
+    verbose=1,
+    *,
     score_threshold=None,
     max_detections=None,
-    verbose=1,
 ):
     """Trains a task on the user's data in `out_dir`, or resumes the run there.
 
@@ -295,11 +296,11 @@ def train(
             `best.keras` (`checkpoints.export_best_litert`). Needs the
             TensorFlow backend (checked before training). Not part of the
             configuration.
-        score_threshold, max_detections: detection only: what the saved
+        verbose: 0 silent, 1 progress bar and stage lines, 2 one line per epoch.
+        score_threshold, max_detections (keyword only): detection only: what the saved
             detector's `predict` and export keep (a display choice; None:
             the head's own). Validation scores the COCO way whatever they
             are (`heads.evaluate_coco`). Not part of the configuration.
-        verbose: 0 silent, 1 progress bar and stage lines, 2 one line per epoch.
 
     Returns:
         `{"out_dir", "epochs_done", "best", "history", "model", "litert"}`:
